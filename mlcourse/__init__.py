@@ -1,0 +1,9 @@
+"""mlcourse: helper package of the machine-learning-for-materials course kit.
+
+Modules: ``data`` (offline dataset registry and loaders), ``results`` (recorded metrics),
+``runner`` (papermill execution with time and memory), ``check`` (exercise auto-checks),
+``student`` (student copies), ``plots``, and one module per lesson family
+(``representations``, ``regression``).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,338 @@
+"""Offline-first access to the course datasets.
+
+Every file the course reads is listed in ``data/registry.tsv`` (name, sha256, url, licence,
+citation). :func:`fetch` finds a file by looking, in order, in
+
+1. ``$MLCOURSE_DATA_DIR``,
+2. the repository's ``data/`` folder,
+3. ``../shared/data`` beside the repository, when it exists,
+4. the user cache (``pooch.os_cache("mlcourse")``),
+
+checks its sha256, and downloads it into the user cache only when it is nowhere local and
+the machine is online (set ``MLCOURSE_OFFLINE=1`` to never try). The loaders below return
+plain objects: pandas DataFrames with pymatgen objects, or lists of ASE ``Atoms``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_DATA = REPO_ROOT / "data"
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+REGISTRY_FILE = REPO_DATA / "registry.tsv"
+DOWNLOAD_TIMEOUT_S = 4.0
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A registered dataset is in none of the searched folders and could not be downloaded."""
+
+
+class DatasetCorruptError(ValueError):
+    """A dataset file is present but its sha256 differs from the registry."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    sha256: str
+    url: str
+    licence: str
+    citation: str
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, Entry]:
+    """All registered datasets, keyed by name (the file's path below a data folder)."""
+    with open(REGISTRY_FILE, newline="") as fh:
+        rows = csv.DictReader(fh, delimiter="\t")
+        return {r["name"]: Entry(**r) for r in rows}
+
+
+def cache_dir() -> Path:
+    import pooch
+
+    return Path(pooch.os_cache("mlcourse"))
+
+
+def search_dirs() -> list[tuple[Path, str]]:
+    """The folders searched for data files, in order, each with a label saying why."""
+    dirs = []
+    if os.environ.get("MLCOURSE_DATA_DIR"):
+        dirs.append((Path(os.environ["MLCOURSE_DATA_DIR"]), "$MLCOURSE_DATA_DIR"))
+    dirs.append((REPO_DATA, "repository data/"))
+    if SHARED_DATA.is_dir():
+        dirs.append((SHARED_DATA, "shared data beside the repository"))
+    dirs.append((cache_dir(), "user cache"))
+    return dirs
+
+
+def sha256sum(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_verified: dict[tuple[str, int, int], str] = {}
+
+
+def _checked(path: Path, entry: Entry) -> Path:
+    """Return ``path`` if its sha256 matches the registry, else raise DatasetCorruptError."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _verified:
+        _verified[key] = sha256sum(path)
+    if _verified[key] != entry.sha256:
+        raise DatasetCorruptError(
+            f"Dataset '{entry.name}' at {path} is corrupt: sha256 {_verified[key]} "
+            f"does not match the registry's {entry.sha256}. Delete the file and run "
+            f"`mlcourse data fetch {entry.name}` (or restore it from ../shared/data)."
+        )
+    return path
+
+
+def find_local(name: str) -> Path | None:
+    """The first local copy of dataset ``name`` (sha256 checked), or None."""
+    entry = _entry(name)
+    for folder, _ in search_dirs():
+        if (folder / name).is_file():
+            return _checked(folder / name, entry)
+    return None
+
+
+def _entry(name: str) -> Entry:
+    try:
+        return registry()[name]
+    except KeyError:
+        raise KeyError(
+            f"No dataset named '{name}' in {REGISTRY_FILE}. `mlcourse data list` shows the names."
+        ) from None
+
+
+def fetch(name: str, download: bool | None = None) -> Path:
+    """Path to a verified local copy of dataset ``name``, downloading it if needed and allowed.
+
+    ``download=None`` downloads unless ``$MLCOURSE_OFFLINE`` is set.
+    """
+    entry = _entry(name)
+    local = find_local(name)
+    if local is not None:
+        return local
+    if download is None:
+        download = not os.environ.get("MLCOURSE_OFFLINE")
+    reason = "downloads are switched off ($MLCOURSE_OFFLINE is set)"
+    if download and entry.url:
+        import pooch
+
+        target = cache_dir() / name
+        try:
+            pooch.retrieve(
+                entry.url,
+                known_hash=f"sha256:{entry.sha256}",
+                fname=target.name,
+                path=target.parent,
+                downloader=pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S, progressbar=False),
+            )
+            return _checked(target, entry)
+        except Exception as exc:  # network errors come in many types; all mean "not here"
+            reason = f"download from {entry.url} failed: {type(exc).__name__}: {exc}"
+    elif not entry.url:
+        reason = "the registry has no download URL for it"
+    searched = "\n".join(f"  {folder}  ({label})" for folder, label in search_dirs())
+    raise DatasetNotFoundError(
+        f"Dataset '{name}' was not found. Searched:\n{searched}\nand {reason}.\n"
+        f"Fix: on a machine with internet run `mlcourse data fetch {name}`, or copy the file "
+        f"to <folder>/{name} under one of the folders above (for example a folder named by "
+        f"$MLCOURSE_DATA_DIR)."
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def parse_formula(formula: str, entry: object = None):
+    """A pymatgen ``Composition`` from ``formula``; a clear ValueError naming ``entry`` if bad."""
+    from pymatgen.core import Composition
+
+    where = f"entry {entry!r}: " if entry is not None else ""
+    if not isinstance(formula, str) or not formula.strip():
+        raise ValueError(f"{where}empty or non-text formula {formula!r}")
+    try:
+        comp = Composition(formula, strict=True)
+    except Exception as exc:
+        raise ValueError(f"{where}malformed formula {formula!r} ({exc})") from None
+    if comp.num_atoms <= 0:
+        raise ValueError(f"{where}formula {formula!r} has no atoms")
+    return comp
+
+
+def check_targets(targets: pd.Series) -> pd.Series:
+    """Return ``targets`` as floats; ValueError naming the first entries that are NaN or not numbers."""
+    values = pd.to_numeric(targets, errors="coerce")
+    bad = targets.index[values.isna()]
+    if len(bad):
+        shown = ", ".join(f"{i!r} ({targets[i]!r})" for i in bad[:5])
+        raise ValueError(f"{len(bad)} target(s) are NaN or not numbers: {shown}")
+    return values.astype(float)
+
+
+# --------------------------------------------------------------------------- matbench
+
+MATBENCH_COMPOSITION_DIR = "matbench_composition/CrabNet/data/matbench"
+MATBENCH_FILES = {  # matbench task -> CrabNet's CSV of it (formula,target), rows in matbench order
+    "matbench_dielectric": "dielectric.csv",
+    "matbench_expt_gap": "expt_gap.csv",
+    "matbench_expt_is_metal": "expt_is_metal.csv",
+    "matbench_glass": "glass.csv",
+    "matbench_jdft2d": "jdft2d.csv",
+    "matbench_log_gvrh": "elasticity_log10(G_VRH).csv",
+    "matbench_log_kvrh": "elasticity_log10(K_VRH).csv",
+    "matbench_mp_e_form": "mp_e_form.csv",
+    "matbench_mp_gap": "mp_gap.csv",
+    "matbench_mp_is_metal": "mp_is_metal.csv",
+    "matbench_perovskites": "castelli.csv",
+    "matbench_phonons": "phonons.csv",
+    "matbench_steels": "steels_yield.csv",
+}
+
+
+def _task(task: str) -> str:
+    task = task if task.startswith("matbench_") else f"matbench_{task}"
+    if task not in MATBENCH_FILES:
+        raise KeyError(f"Unknown matbench task {task!r}; known: {', '.join(MATBENCH_FILES)}")
+    return task
+
+
+def matbench_ids(task: str, n: int) -> list[str]:
+    """Matbench's row ids (``mb-expt-gap-0001`` ...): 1-based, zero-padded to the digits of n."""
+    stem = _task(task).removeprefix("matbench_").replace("_", "-")
+    width = len(str(n))
+    return [f"mb-{stem}-{i:0{width}d}" for i in range(1, n + 1)]
+
+
+def load_matbench(task: str) -> pd.DataFrame:
+    """A matbench composition task as a DataFrame indexed by matbench id.
+
+    Columns: ``formula`` (str), ``composition`` (pymatgen Composition), ``target`` (float;
+    unit per task, e.g. eV for expt_gap, MPa for steels, 0/1 for classification tasks).
+    Raises ValueError naming the row for a malformed formula or a NaN target.
+    """
+    task = _task(task)
+    df = pd.read_csv(fetch(f"{MATBENCH_COMPOSITION_DIR}/{MATBENCH_FILES[task]}"))
+    df.index = pd.Index(matbench_ids(task, len(df)), name="mbid")
+    df["target"] = check_targets(df["target"])
+    df["composition"] = [parse_formula(f, i) for i, f in zip(df.index, df["formula"])]
+    return df[["formula", "composition", "target"]]
+
+
+def matbench_validation_file() -> Path:
+    """``matbench_v0.1_validation.json`` from the installed matbench wheel (official folds)."""
+    spec = find_spec("matbench")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "The matbench package is not installed; it ships the official folds. "
+            "Install the course environment (see README)."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "matbench_v0.1_validation.json"
+
+
+@lru_cache(maxsize=4)
+def _fold_ids(task: str) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+    with open(matbench_validation_file()) as fh:
+        splits = json.load(fh)["splits"][task]
+    return tuple((tuple(f["train"]), tuple(f["test"])) for f in splits.values())
+
+
+def matbench_folds(task: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The 5 official matbench folds as (train, test) arrays of 0-based row positions.
+
+    Usable directly as ``cv=`` in scikit-learn. Row positions refer to :func:`load_matbench`.
+    """
+    task = _task(task)
+
+    def positions(ids):
+        return np.array([int(re.search(r"(\d+)$", i).group(1)) - 1 for i in ids])
+
+    return check_folds([(positions(tr), positions(te)) for tr, te in _fold_ids(task)], None)
+
+
+def check_folds(folds: list[tuple[np.ndarray, np.ndarray]], n_rows: int | None) -> list:
+    """Return ``folds`` unchanged; ValueError naming the fold if a split is empty, overlaps or is out of range."""
+    for k, (train, test) in enumerate(folds):
+        for label, idx in (("train", train), ("test", test)):
+            if len(idx) == 0:
+                raise ValueError(f"fold {k}: the {label} split is empty")
+            if n_rows is not None and (np.min(idx) < 0 or np.max(idx) >= n_rows):
+                raise ValueError(f"fold {k}: {label} positions fall outside 0..{n_rows - 1}")
+        if np.intersect1d(train, test).size:
+            raise ValueError(f"fold {k}: {np.intersect1d(train, test).size} rows are in both train and test")
+    return folds
+
+
+def load_matbench_structures(task: str) -> pd.DataFrame:
+    """A full matbench structure dataset (matminer's json.gz) with a pymatgen ``structure`` column.
+
+    These files are not in ../shared/data; they are downloaded once (online) into the cache.
+    """
+    from matminer.utils.io import load_dataframe_from_json
+
+    return load_dataframe_from_json(str(fetch(f"matminer/{_task(task)}.json.gz")))
+
+
+# --------------------------------------------------------------------------- potentials
+
+
+def load_mlearn(element: str, split: str = "training") -> list:
+    """mlearn DFT data (Zuo et al. 2020) as ASE Atoms with energy (eV) and forces (eV/Å) attached."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if split not in ("training", "test"):
+        raise ValueError(f"split must be 'training' or 'test', not {split!r}")
+    with open(fetch(f"mlip/mlearn/{element}/{split}.json")) as fh:
+        entries = json.load(fh)
+    frames = []
+    for i, e in enumerate(entries):
+        atoms = AseAtomsAdaptor.get_atoms(Structure.from_dict(e["structure"]))
+        forces = np.asarray(e["outputs"]["forces"], dtype=float)
+        if forces.shape != (len(atoms), 3) or not np.isfinite(e["outputs"]["energy"]):
+            raise ValueError(f"mlearn {element}/{split} entry {i}: bad energy or forces shape")
+        atoms.calc = SinglePointCalculator(atoms, energy=e["outputs"]["energy"], forces=forces)
+        atoms.info.update(group=e["group"], description=e.get("description", ""))
+        frames.append(atoms)
+    return frames
+
+
+def load_perov5(split: str = "val") -> pd.DataFrame:
+    """CDVAE's Perov-5 split (``val`` or ``test``) with a pymatgen ``structure`` column parsed from CIF."""
+    from pymatgen.core import Structure
+
+    if split not in ("val", "test"):
+        raise ValueError(f"Perov-5 split must be 'val' or 'test' (train is not available), not {split!r}")
+    df = pd.read_csv(fetch(f"cdvae/cdvae/data/perov_5/{split}.csv"), index_col=0)
+
+    def parse(row):
+        try:
+            with warnings.catch_warnings():  # pymatgen notes each coordinate it rounds; harmless here
+                warnings.filterwarnings("ignore", message="Issues encountered while parsing CIF")
+                return Structure.from_str(row.cif, fmt="cif")
+        except Exception as exc:
+            raise ValueError(f"Perov-5 {split} material_id {row.material_id}: malformed CIF ({exc})") from None
+
+    df["structure"] = [parse(r) for r in df.itertuples()]
+    return df

@@ -1,0 +1,35 @@
+"""Lesson 00 family: turning compositions and structures into fixed-length feature vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def magpie_features(compositions: Sequence, progress: bool = False) -> pd.DataFrame:
+    """Magpie element-property statistics (Ward et al. 2016) via matminer's ``ElementProperty``.
+
+    One row per composition, 132 columns (min, max, range, mean, avg_dev, mode of 22 element
+    properties). Elements without tabulated data give NaN, never a dropped row.
+    """
+    from matminer.featurizers.composition import ElementProperty
+
+    featurizer = ElementProperty.from_preset("magpie")
+    featurizer.set_n_jobs(1)  # multiprocessing costs more than it saves at this size
+    rows = featurizer.featurize_many(list(compositions), ignore_errors=False, pbar=progress)
+    return pd.DataFrame(np.asarray(rows, dtype=float), columns=featurizer.feature_labels())
+
+
+def sine_coulomb_eigenvalues(structures: Sequence, n_max: int | None = None) -> np.ndarray:
+    """Sorted eigenvalues of the sine Coulomb matrix (Faber et al. 2015), one row per structure.
+
+    Invariant to atom order, rotation and translation; rows are zero-padded to ``n_max`` sites.
+    """
+    from matminer.featurizers.structure import SineCoulombMatrix
+
+    scm = SineCoulombMatrix(flatten=True)
+    scm.fit(structures)
+    feats = np.array([scm.featurize(s) for s in structures], dtype=float)
+    return feats if n_max is None else feats[:, :n_max]

@@ -1,0 +1,87 @@
+"""Execute course notebooks with papermill and measure each one's wall time and peak memory.
+
+Memory is the peak, sampled every 0.1 s, of the summed resident memory of the notebook's
+kernel and every process it starts (for example joblib workers).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from .data import REPO_ROOT
+from .results import build_dir
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+BUDGET = {"wall_s": 180.0, "peak_mb": 1536.0}  # fast mode, 2 CPU cores
+
+
+def notebooks() -> list[Path]:
+    """The course notebooks, in lesson order."""
+    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+class _PeakMemory(threading.Thread):
+    """Samples the summed RSS of this process's children (the kernel and its workers)."""
+
+    def __init__(self, interval_s: float = 0.1):
+        super().__init__(daemon=True)
+        self.interval_s, self.peak_bytes, self._stop_event = interval_s, 0, threading.Event()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self._stop_event.is_set():
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_bytes = max(self.peak_bytes, total)
+            self._stop_event.wait(self.interval_s)
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return self.peak_bytes / 2**20
+
+
+def run_notebook(path: Path, mode: str = "fast") -> dict:
+    """Execute one notebook with ``MODE=mode`` into ``build/<mode>/``; return its run record.
+
+    The record (notebook, mode, ok, error, wall_s, peak_mb) is also saved in
+    ``build/runs.<mode>.json``. A failing notebook gives ``ok=False`` and the error text.
+    """
+    import papermill
+
+    path = Path(path)
+    out = build_dir() / mode / path.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sampler = _PeakMemory()
+    sampler.start()
+    start, error = time.perf_counter(), None
+    try:
+        papermill.execute_notebook(
+            str(path), str(out), parameters={"MODE": mode}, cwd=str(path.parent),
+            kernel_name="python3", progress_bar=False,
+        )
+    except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
+        error = f"{type(exc).__name__}: {exc}"
+    wall_s = time.perf_counter() - start
+    run = {"notebook": path.name, "mode": mode, "ok": error is None, "error": error,
+           "wall_s": round(wall_s, 1), "peak_mb": round(sampler.stop(), 1),
+           "output": str(out)}
+    runs_file = build_dir() / f"runs.{mode}.json"
+    runs = json.loads(runs_file.read_text()) if runs_file.exists() else {}
+    runs[path.name] = run
+    runs_file.write_text(json.dumps(runs, indent=1))
+    return run
+
+
+def over_budget(run: dict) -> list[str]:
+    """What a fast-mode run exceeded of the budget (3 min wall, 1.5 GB peak), if anything."""
+    return [f"{k} {run[k]} > {limit}" for k, limit in BUDGET.items() if run[k] > limit]
