@@ -1,0 +1,42 @@
+# mlcourse: the two commands of the README.
+#   make course   install everything, then execute every lesson in fast mode and print the results
+#   make test     install everything, then run the test suite (unit tests + each notebook once, fast mode)
+# Both are idempotent: the install step re-runs only when requirements/lock.txt or pyproject.toml change.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+# Extra pip options, e.g. on a Linux laptop without a local torch wheel:
+#   make course PIP_OPTS="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_OPTS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | sha256sum | cut -c1-16)
+
+.PHONY: install course test full student clean
+install: $(STAMP)
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: the pinned torch 2.13.0 wheel needs Python 3.11 (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# The lock is the complete, already-resolved environment: install it as is (see README, "Pins").
+	$(BIN)/python -m pip install --no-deps --disable-pip-version-check $(PIP_OPTS) -r requirements/lock.txt
+	$(BIN)/python -m pip install --no-deps --disable-pip-version-check -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mlcourse)"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+course: install
+	$(BIN)/mlcourse run --fast
+	$(BIN)/mlcourse results --mode fast
+
+test: install
+	$(BIN)/python -m pytest
+
+full: install
+	$(BIN)/mlcourse run --full
+	$(BIN)/mlcourse results --mode full
+
+student: install
+	$(BIN)/mlcourse student --out student
+
+clean:
+	rm -rf build student
