@@ -194,3 +194,18 @@ def test_load_perov5_and_a_malformed_cif(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "fetch", lambda name: bad)
     with pytest.raises(ValueError, match="material_id 42: malformed CIF"):
         data.load_perov5("val")
+
+
+def test_load_matbench_structures_reads_matminer_json(isolated, monkeypatch):
+    """The full structure datasets come from matminer's json.gz; a small file of the same format stands in."""
+    from matminer.utils.io import store_dataframe_as_json
+    from pymatgen.core import Lattice, Structure
+
+    name = "matminer/matbench_jdft2d.json.gz"
+    path = isolated / "datadir" / name
+    path.parent.mkdir(parents=True)
+    si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    store_dataframe_as_json(pd.DataFrame({"structure": [si], "exfoliation_en": [42.0]}), str(path), compression="gz")
+    monkeypatch.setitem(data.registry(), name, data.Entry(name, data.sha256sum(path), "", "", ""))
+    df = data.load_matbench_structures("jdft2d")
+    assert df.structure.iloc[0] == si and df.exfoliation_en.iloc[0] == 42.0
