@@ -364,7 +364,7 @@ def test_nequip_trains_tiny_model(si_frames, torch_env, no_network):
 
     # rotation equivariance of the trained model
     rot = _random_rotation()
-    atoms0 = si_frames[0][0]
+    atoms0 = si_frames[0][0].copy()  # the copy drops the reference calculator: inputs only
     pair = AtomicDataDict.batched_from_list([to_data(atoms0), to_data(_rotated(atoms0, rot))])
     out = model(pair)
     energy = out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().numpy().ravel()
