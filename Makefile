@@ -11,7 +11,7 @@ PIP_OPTS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: install course test full student clean
+.PHONY: install course test nbval full student clean
 install: $(STAMP)
 
 $(STAMP): requirements/lock.txt pyproject.toml
@@ -30,6 +30,11 @@ course: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# For instructors editing a notebook: nbval executes it cell by cell and reports the failing cell.
+# (CI executes each notebook once, through the runner, where time and memory are measured.)
+nbval: install
+	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax notebooks/
 
 full: install
 	$(BIN)/mlcourse run --full
