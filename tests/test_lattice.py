@@ -1,0 +1,99 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from mlcourse import lattice
+
+
+def _exact_ising_energy(L: int, kT: float) -> float:
+    """<E>/site of the L×L periodic Ising model by enumerating all 2^(L²) states."""
+    states = np.array(list(itertools.product([-1, 1], repeat=L * L)), dtype=np.int8).reshape(-1, L, L)
+    bonds = states * (np.roll(states, 1, axis=1) + np.roll(states, 1, axis=2))
+    E = -bonds.reshape(len(states), -1).sum(axis=1) / (L * L)
+    w = np.exp(-(E - E.min()) * L * L / kT)
+    return float((w * E).sum() / w.sum())
+
+
+def test_onsager_constant():
+    assert lattice.ONSAGER_TC == pytest.approx(2.269185, abs=1e-6)
+
+
+def test_ising_metropolis_samples_the_boltzmann_distribution_of_a_tiny_lattice():
+    """Detailed balance: on a 4×4 lattice the MC mean energy equals the exact enumerated average."""
+    kT = 2.5
+    exact = _exact_ising_energy(4, kT)
+    e, _, _ = lattice.ising_metropolis(4, kT, 40000, seed=1)
+    e = e[1000:]
+    blocks = e.reshape(39, -1).mean(axis=1)  # block averages for an honest error bar
+    err = blocks.std(ddof=1) / np.sqrt(len(blocks))
+    assert abs(e.mean() - exact) < 4 * err + 1e-3, (e.mean(), exact, err)
+
+
+def test_ising_limits():
+    e, m, _ = lattice.ising_metropolis(16, 0.5, 50, spins=np.ones((16, 16), int))
+    assert e[-1] == pytest.approx(-2.0) and m[-1] == pytest.approx(1.0)  # ordered ground state
+    e, m, _ = lattice.ising_metropolis(32, 50.0, 200, seed=2)
+    assert abs(e[50:].mean()) < 0.1 and m[50:].mean() < 0.1  # high T: disordered
+
+
+def _square(L):
+    pos = np.array([[i, j, 0.0] for i in range(L) for j in range(L)])
+    return pos, np.diag([L, L, 10.0])
+
+
+def test_neighbor_shells_fcc():
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(3)
+    shells = lattice.neighbor_shells(atoms.positions, atoms.cell.array, 3)
+    assert [s.shape[1] for s in shells] == [12, 6, 24]
+
+
+def test_canonical_swap_mc_matches_exact_canonical_average_on_a_tiny_lattice():
+    """4×4 square lattice, 8 A + 8 B: all 12,870 configurations enumerated exactly."""
+    pos, cell = _square(4)
+    shells = lattice.neighbor_shells(pos, cell, 2)
+    J, kT = np.array([0.05, -0.02]), 0.04
+    configs = []
+    for ones in itertools.combinations(range(16), 8):
+        s = -np.ones(16)
+        s[list(ones)] = 1
+        configs.append(lattice.pair_energy(s, shells, J))
+    E = np.array(configs)
+    w = np.exp(-(E - E.min()) * 16 / kT)
+    exact = (w * E).sum() / w.sum()
+    sigma = np.array([1, -1] * 8)
+    e, final = lattice.canonical_swap_mc(sigma, shells, J, kT, 20000, seed=3)
+    assert final.sum() == 0  # composition kept
+    assert e[-1] == pytest.approx(lattice.pair_energy(final, shells, J))  # incremental ΔE is exact
+    blocks = e[500:].reshape(39, -1).mean(axis=1)
+    err = blocks.std(ddof=1) / np.sqrt(len(blocks))
+    assert abs(e[500:].mean() - exact) < 4 * err + 1e-4, (e[500:].mean(), exact, err)
+
+
+def test_kmc_single_particle_has_the_analytic_rate():
+    """One particle, 4 open neighbours: total rate 4Γ, so the mean waiting time is 1/(4Γ)."""
+    Em, T = 0.5, 600.0
+    gamma = 1e13 * np.exp(-Em / (lattice.K_B * T))
+    times, _ = lattice.kmc_lattice_gas(20, 1, Em, T, 40000, seed=4)
+    assert times[-1] / len(times) == pytest.approx(1 / (4 * gamma), rel=0.02)
+
+
+def test_kmc_dilute_gas_diffuses_like_a_random_walk():
+    Em, T = 0.4, 500.0
+    gamma = 1e13 * np.exp(-Em / (lattice.K_B * T))
+    times, msd = lattice.kmc_lattice_gas(200, 400, Em, T, 80000, seed=5)
+    assert lattice.diffusivity(times, msd) == pytest.approx(gamma, rel=0.15)  # D = Γa² in 2D
+
+
+def test_arrhenius_fit_recovers_a_known_barrier():
+    T = np.array([300.0, 500.0, 800.0])
+    D = 2e-3 * np.exp(-0.37 / (lattice.K_B * T))
+    Em, D0 = lattice.arrhenius_fit(T, D)
+    assert Em == pytest.approx(0.37) and D0 == pytest.approx(2e-3)
+
+
+def test_kmc_rejects_a_full_or_empty_lattice():
+    with pytest.raises(ValueError, match="n_particles"):
+        lattice.kmc_lattice_gas(4, 16, 0.5, 300.0, 10)
