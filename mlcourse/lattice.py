@@ -155,3 +155,10 @@ def arrhenius_fit(T: np.ndarray, D: np.ndarray) -> tuple[float, float]:
     """Fit D = D0·exp(−Em/k_B T); returns (Em in eV, D0 in the unit of D)."""
     slope, intercept = np.polyfit(1.0 / (K_B * np.asarray(T, float)), np.log(D), 1)
     return float(-slope), float(np.exp(intercept))
+
+
+def peak_position(x: np.ndarray, y: np.ndarray) -> float:
+    """x of the maximum of y, refined by a parabola through the highest point and its two neighbours."""
+    k = int(np.clip(np.argmax(y), 1, len(y) - 2))
+    a, b, _ = np.polyfit(x[k - 1 : k + 2], y[k - 1 : k + 2], 2)
+    return float(-b / (2 * a)) if a < 0 else float(x[k])

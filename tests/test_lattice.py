@@ -97,3 +97,9 @@ def test_arrhenius_fit_recovers_a_known_barrier():
 def test_kmc_rejects_a_full_or_empty_lattice():
     with pytest.raises(ValueError, match="n_particles"):
         lattice.kmc_lattice_gas(4, 16, 0.5, 300.0, 10)
+
+
+def test_peak_position_refines_between_grid_points():
+    x = np.linspace(0, 1, 11)
+    assert lattice.peak_position(x, -((x - 0.537) ** 2)) == pytest.approx(0.537)
+    assert lattice.peak_position(x, x) == pytest.approx(0.9)  # maximum at the edge: nearest interior point
