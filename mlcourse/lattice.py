@@ -162,3 +162,137 @@ def peak_position(x: np.ndarray, y: np.ndarray) -> float:
     k = int(np.clip(np.argmax(y), 1, len(y) - 2))
     a, b, _ = np.polyfit(x[k - 1 : k + 2], y[k - 1 : k + 2], 2)
     return float(-b / (2 * a)) if a < 0 else float(x[k])
+
+
+# --------------------------------------------------------------------------- cluster expansion + mchammer
+
+
+def warren_cowley(is_b: np.ndarray, shell: np.ndarray) -> float:
+    """First-shell Warren–Cowley short-range order α = 1 − P(A next to B)/c_A.
+
+    ``is_b`` marks the B sites (bool, one per site); ``shell`` is a neighbour array from
+    :func:`neighbor_shells`. α = 0 for a random alloy, < 0 when unlike neighbours are preferred
+    (ordering), > 0 when like neighbours are (clustering).
+    """
+    c_a = 1.0 - is_b.mean()
+    if c_a in (0.0, 1.0):
+        return 0.0
+    p_a_next_to_b = (~is_b[shell[is_b]]).mean()
+    return float(1.0 - p_a_next_to_b / c_a)
+
+
+def canonical_scan(ce, structure, temperatures, n_sweeps: int, seed: int = 0, progress: bool = False):
+    """mchammer canonical MC of cluster expansion ``ce`` at each temperature (K), in the order given.
+
+    The configuration is carried from one temperature to the next, so increasing temperatures heat
+    and decreasing ones cool. The first fifth of each run is discarded as equilibration. Returns a
+    DataFrame: temperature (K), energy (eV/site) and its block standard error, heat_capacity (k_B/site), sro (first-shell
+    Warren–Cowley α of the minority species, see :func:`warren_cowley`), acceptance ratio.
+    """
+    import pandas as pd
+    from mchammer.calculators import ClusterExpansionCalculator
+    from mchammer.ensembles import CanonicalEnsemble
+    from tqdm.auto import tqdm
+
+    structure = structure.copy()
+    n = len(structure)
+    shell = neighbor_shells(structure.positions, structure.cell.array, 1)[0]
+    symbols = sorted(set(structure.get_chemical_symbols()))
+    minority = min(symbols, key=structure.get_chemical_symbols().count)
+    calc = ClusterExpansionCalculator(structure, ce)
+    rows = []
+    for k, T in enumerate(tqdm(temperatures, desc="canonical MC", disable=not progress)):
+        mc = CanonicalEnsemble(structure=structure, calculator=calc, temperature=float(T),
+                               random_seed=seed + k, ensemble_data_write_interval=n)
+        mc.run(number_of_trial_steps=n_sweeps * n)
+        dc = mc.data_container
+        e = np.asarray(dc.get("potential"))[n_sweeps // 5:] / n
+        structure = mc.structure.copy()
+        is_minority = np.array(structure.get_chemical_symbols()) == minority
+        rows.append({"temperature": float(T), "energy": e.mean(), "energy_err": block_error(e),
+                     "heat_capacity": e.var() * n / (K_B * float(T)) ** 2,  # Var(E_total)/(k_B T)² per site
+                     "sro": warren_cowley(is_minority, shell),
+                     "acceptance": dc.get("acceptance_ratio")[-1] if "acceptance_ratio" in dc.data else np.nan})
+    return pd.DataFrame(rows), structure
+
+
+def sgc_scan(ce, structure, temperature: float, dmus, n_sweeps: int, species: tuple[str, str] = ("Cu", "Au"),
+             seed: int = 0, progress: bool = False):
+    """mchammer semi-grand canonical MC: composition and mixing energy against Δμ = μ_B − μ_A (eV).
+
+    Returns a DataFrame: dmu (eV), concentration (fraction of ``species[1]``), mixing_energy (eV/site).
+    """
+    import pandas as pd
+    from mchammer.calculators import ClusterExpansionCalculator
+    from mchammer.ensembles import SemiGrandCanonicalEnsemble
+    from tqdm.auto import tqdm
+
+    structure = structure.copy()
+    n = len(structure)
+    calc = ClusterExpansionCalculator(structure, ce)
+    rows = []
+    for k, dmu in enumerate(tqdm(dmus, desc="SGC MC", disable=not progress)):
+        mc = SemiGrandCanonicalEnsemble(structure=structure, calculator=calc, temperature=temperature,
+                                        chemical_potentials={species[0]: 0.0, species[1]: float(dmu)},
+                                        random_seed=seed + k, ensemble_data_write_interval=n)
+        mc.run(number_of_trial_steps=n_sweeps * n)
+        dc = mc.data_container
+        keep = slice(n_sweeps // 5, None)
+        c = np.asarray(dc.get(f"{species[1]}_count"))[keep] / n
+        e = np.asarray(dc.get("potential"))[keep] / n
+        rows.append({"dmu": float(dmu), "concentration": c.mean(), "mixing_energy": e.mean()})  # potential = E_CE
+        structure = mc.structure.copy()
+    return pd.DataFrame(rows)
+
+
+def pair_model_from_ce(ce, structure, shells: list[np.ndarray], plus: str, n_samples: int = 30,
+                       seed: int = 0) -> tuple[float, float, np.ndarray, float]:
+    """Rewrite a pairs-only cluster expansion as E/N = E0 + h·⟨σ⟩ + Σ_s J_s·(pairs in shell s per site).
+
+    σ = +1 on sites of species ``plus``, −1 on the other species. The coefficients are
+    found by least squares over random decorations of ``structure`` (an ASE Atoms supercell);
+    a pairs-only CE is exactly of this form, so the returned residual (eV/atom, max abs) is ~1e-12.
+    Returns (E0, h, J per shell, residual), all in eV.
+    """
+    (minus,) = set(ce.get_cluster_space_copy().chemical_symbols[0]) - {plus}
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for _ in range(n_samples):
+        s = structure.copy()
+        sigma = np.where(rng.random(len(s)) < rng.uniform(0.1, 0.9), 1.0, -1.0)
+        s.symbols = [plus if v > 0 else minus for v in sigma]
+        per_shell = [(sigma[:, None] * sigma[nb]).sum() / (2 * len(s)) for nb in shells]
+        X.append([1.0, sigma.mean(), *per_shell])
+        y.append(ce.predict(s))
+    coef, *_ = np.linalg.lstsq(np.array(X), np.array(y), rcond=None)
+    residual = float(np.abs(np.array(X) @ coef - y).max())
+    return float(coef[0]), float(coef[1]), coef[2:], residual
+
+
+def fit_cluster_expansion(structures, energies, primitive, cutoffs, fit_method: str = "lasso",
+                          n_splits: int = 10, seed: int = 42):
+    """Fit ECIs of an icet cluster expansion with k-fold cross-validation (trainstation).
+
+    ``structures``: ASE Atoms on the ideal lattice; ``energies``: mixing energies (eV/atom);
+    ``cutoffs``: icet cutoffs per cluster order (Å: pairs, triplets, ...). Returns
+    (ClusterExpansion, CrossValidationEstimator); ``cve.rmse_validation`` is the CV RMSE (eV/atom).
+    """
+    from icet import ClusterExpansion, ClusterSpace, StructureContainer
+    from trainstation import CrossValidationEstimator
+
+    symbols = sorted(set(primitive.get_chemical_symbols()) | {s for a in structures for s in a.get_chemical_symbols()})
+    cs = ClusterSpace(primitive, list(cutoffs), [symbols])
+    sc = StructureContainer(cs)
+    for atoms, e in zip(structures, energies):
+        sc.add_structure(atoms, properties={"mixing_energy": float(e)})
+    cve = CrossValidationEstimator(sc.get_fit_data(key="mixing_energy"), fit_method=fit_method,
+                                   validation_method="k-fold", n_splits=n_splits, seed=seed)
+    cve.validate()
+    cve.train()
+    return ClusterExpansion(cs, cve.parameters), cve
+
+
+def block_error(x: np.ndarray, n_blocks: int = 10) -> float:
+    """Standard error of the mean of a correlated MC series from ``n_blocks`` block averages."""
+    blocks = np.array_split(np.asarray(x, float), n_blocks)
+    return float(np.std([b.mean() for b in blocks], ddof=1) / np.sqrt(n_blocks))

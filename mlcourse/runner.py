@@ -59,6 +59,8 @@ def run_notebook(path: Path, mode: str = "fast") -> dict:
     import papermill
 
     path = Path(path)
+    # A run replaces the notebook's recorded metrics: no stale metric survives from an older run.
+    (build_dir() / "results" / f"{path.stem}.{mode}.json").unlink(missing_ok=True)
     out = build_dir() / mode / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     sampler = _PeakMemory()

@@ -30,9 +30,21 @@ def test_registry_lists_every_shared_byte_copy_with_its_hash():
         assert reg[path].licence and reg[path].citation
 
 
+@needs_shared
 def test_repository_data_holds_no_copies_of_shared_files():
-    committed = {p.name for p in data.REPO_DATA.iterdir()}
-    assert committed <= {"registry.tsv", "make_registry.py", "README.md"}
+    with open(MANIFEST, newline="") as fh:
+        shared = {r["sha256"] for r in csv.DictReader(fh, delimiter="\t")}
+    for path in data.REPO_DATA.rglob("*"):
+        if path.is_file():
+            assert data.sha256sum(path) not in shared, f"{path} is a copy of a ../shared/data file"
+
+
+def test_generated_datasets_are_registered_beside_their_script():
+    for path in data.REPO_DATA.glob("*/*"):
+        if path.suffix in (".db", ".json", ".csv"):
+            name = path.relative_to(data.REPO_DATA).as_posix()
+            assert data.registry()[name].sha256 == data.sha256sum(path), f"rerun data/make_registry.py for {name}"
+            assert list(path.parent.glob("*.py")), f"{name} has no generating script beside it"
 
 
 def test_matbench_structure_datasets_are_registered_for_online_users():

@@ -34,3 +34,13 @@ def test_a_failing_notebook_is_reported_not_raised(tmp_path, monkeypatch):
 def test_over_budget():
     assert runner.over_budget({"wall_s": 10.0, "peak_mb": 300.0}) == []
     assert runner.over_budget({"wall_s": 200.0, "peak_mb": 2000.0}) == ["wall_s 200.0 > 180.0", "peak_mb 2000.0 > 1536.0"]
+
+
+def test_a_run_replaces_the_notebooks_old_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCOURSE_BUILD_DIR", str(tmp_path / "build"))
+    from mlcourse import results
+
+    results.record("nb2", "stale", 1.0, "", mode="fast")
+    src = "from mlcourse import results\nresults.record('nb2', 'fresh', 2.0, '', mode=MODE)"
+    assert runner.run_notebook(_notebook(tmp_path / "nb2.ipynb", src), "fast")["ok"]
+    assert set(results.table().metric) == {"fresh"}
