@@ -1,0 +1,156 @@
+"""mlearn stresses in ASE's convention, MTP level files and a tiny motep training (offline, < 1 min)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from ase.units import GPa
+
+from mlcourse import data, potentials
+
+needs_shared = pytest.mark.skipif(not data.SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+
+
+@pytest.fixture(scope="module")
+def si_training():
+    return data.load_mlearn("Si", "training")
+
+
+# --------------------------------------------------------------------------- mlearn stresses
+
+
+@needs_shared
+def test_load_mlearn_keeps_energy_forces_and_converts_stress():
+    frames = data.load_mlearn("Si", "test")
+    with open(data.fetch("mlip/mlearn/Si/test.json")) as fh:
+        raw = json.load(fh)
+    assert len(frames) == len(raw) == 25
+    assert 0.1 * GPa == pytest.approx(1 / 1602.1766, rel=1e-6)  # 1 kBar in eV/Å³
+    for atoms, e in zip(frames, raw):
+        v = e["outputs"]["virial_stress"]  # VASP: kBar, (xx, yy, zz, xy, yz, zx), + = compressive
+        xx, yy, zz, xy, yz, zx = (-0.1 * GPa * c for c in v)
+        np.testing.assert_allclose(atoms.get_stress(), [xx, yy, zz, yz, zx, xy], rtol=1e-12, atol=0)
+        assert atoms.get_stress().shape == (6,) and atoms.get_stress(voigt=False).shape == (3, 3)
+        assert atoms.get_potential_energy() == e["outputs"]["energy"]
+        np.testing.assert_array_equal(atoms.get_forces(), e["outputs"]["forces"])
+        assert atoms.get_forces().shape == (len(atoms), 3) == (e["num_atoms"], 3)
+
+
+@needs_shared
+def test_elastic_energy_changes_match_the_converted_stress(si_training):
+    """Between neighbouring strains of one mode, ΔE ≈ ½(V₁σ₁ + V₂σ₂):Δε (ASE: σ = (1/V) ∂E/∂ε)."""
+    modes = {}
+    for a in si_training:
+        m = re.search(r"mode (\d+), strain (-?[\d.]+)", a.info["description"])
+        if a.info["group"] == "Elastic" and m:
+            modes.setdefault(m[1], []).append((float(m[2]), a))
+    dft, predicted = [], []
+    for series in modes.values():
+        series.sort(key=lambda t: t[0])
+        for (_, a), (_, b) in zip(series, series[1:]):
+            F = np.linalg.solve(a.cell[:], b.cell[:]).T  # b.cell = a.cell Fᵀ
+            strain = 0.5 * (F + F.T) - np.eye(3)
+            v_sigma = 0.5 * (a.get_volume() * a.get_stress(voigt=False) + b.get_volume() * b.get_stress(voigt=False))
+            dft.append(b.get_potential_energy() - a.get_potential_energy())
+            predicted.append(np.sum(v_sigma * strain))
+    dft, predicted = np.array(dft), np.array(predicted)
+    assert len(dft) >= 40 and len(modes) >= 6  # normal and shear modes
+    assert np.linalg.norm(dft - predicted) / np.linalg.norm(dft) < 0.03
+
+
+def test_load_mlearn_rejects_a_bad_virial_stress(tmp_path, monkeypatch):
+    from pymatgen.core import Lattice, Structure
+
+    s = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    entry = {"structure": s.as_dict(), "group": "Elastic", "description": "x",
+             "outputs": {"energy": -10.8, "forces": [[0, 0, 0], [0, 0, 0]], "virial_stress": [1, 2, 3, 4, 5]}}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([entry]))
+    monkeypatch.setattr(data, "fetch", lambda name: bad)
+    with pytest.raises(ValueError, match="entry 0"):
+        data.load_mlearn("Si", "test")
+
+
+# --------------------------------------------------------------------------- MTP level files
+
+
+def _moment_levels(mtp) -> list[int]:
+    """Level of every moment: 2 + 4 mu + nu for basic ones; a contraction (sum of products) adds levels."""
+    levels = [2 + 4 * mu + a1 + a2 + a3 for mu, a1, a2, a3 in mtp.alpha_index_basic]
+    for i, j, _, k in mtp.alpha_index_times:
+        if k == len(levels):
+            levels.append(levels[i] + levels[j])
+        assert levels[k] == levels[i] + levels[j]  # every term of a contraction has the same level
+    return levels
+
+
+@pytest.mark.parametrize("level", [6, 8, 10])
+def test_untrained_mtp_round_trips_through_motep(tmp_path, level):
+    path = tmp_path / f"{level:02d}.mtp"
+    path.write_text(potentials.untrained_mtp(level, ["Si", "Ge"], min_dist=1.9, max_dist=5.0, radial_basis_size=7))
+    mtp = potentials.read_mtp(path)
+    assert mtp.species_count == 2 and mtp.radial_basis.type == "RBChebyshev"
+    assert (mtp.radial_basis.min, mtp.radial_basis.max, mtp.radial_basis.size) == (1.9, 5.0, 7)
+    assert len(mtp.alpha_index_basic) == mtp.alpha_index_basic_count
+    assert len(mtp.alpha_index_times) == mtp.alpha_index_times_count
+    assert len(mtp.alpha_moment_mapping) == mtp.alpha_scalar_moments
+    levels = _moment_levels(mtp)
+    assert len(levels) == mtp.alpha_moments_count
+    assert max(levels[k] for k in mtp.alpha_moment_mapping) == level
+    assert mtp.radial_funcs_count == 1 + max(mu for mu, *_ in mtp.alpha_index_basic)
+
+
+@pytest.mark.parametrize("args", [(7, ["Si"], 2.0, 5.0), (12, ["Si"], 2.0, 5.0), (8, [], 2.0, 5.0), (8, ["Si"], 5.0, 2.0)])
+def test_untrained_mtp_rejects_unknown_levels_and_bad_bounds(args):
+    with pytest.raises(ValueError):
+        potentials.untrained_mtp(*args)
+
+
+def test_repair_mtp_makes_a_motep_020_file_readable(tmp_path):
+    initial = tmp_path / "initial.mtp"
+    initial.write_text(potentials.untrained_mtp(6, ["Si", "Ge"], 2.0, 5.0, 4))
+    mtp = potentials.read_mtp(initial)
+    mtp.species = [14, 32]
+    mtp.initialize(np.random.default_rng(0))
+    written = tmp_path / "trained.mtp"
+    potentials.write_mtp(written, mtp)  # motep 0.2.0's default layout, as `motep train` writes it
+    with pytest.raises(KeyError, match="radial_funcs_count"):
+        potentials.read_mtp(written)
+    potentials.repair_mtp(written)
+    repaired = potentials.read_mtp(written)
+    np.testing.assert_allclose(repaired.radial_coeffs, mtp.radial_coeffs, rtol=1e-14)  # written with 16 digits
+    np.testing.assert_allclose(repaired.moment_coeffs, mtp.moment_coeffs, rtol=1e-14)
+    text = written.read_text()
+    assert potentials.repair_mtp(written).read_text() == text  # idempotent
+
+
+# --------------------------------------------------------------------------- training
+
+
+@needs_shared
+def test_tiny_mtp_beats_a_constant_energy_per_atom(si_training, tmp_path):
+    frames = si_training[::11]  # 20 configurations from every group, 8-64 atoms
+    steps = list(potentials.DEFAULT_STEPS)
+    steps[1] = {**steps[1], "kwargs": {"method": "L-BFGS-B", "options": {"maxiter": 15}}}
+    calc = potentials.train_mtp(frames, level=6, steps=steps, workdir=tmp_path)
+
+    e_dft = np.array([a.get_potential_energy() / len(a) for a in frames])
+    e_mtp, f_err = [], []
+    for a in frames:  # one calculator for cells of different sizes
+        b = a.copy()
+        b.calc = calc
+        e_mtp.append(b.get_potential_energy() / len(b))
+        f_err.append(b.get_forces() - a.get_forces())
+    rmse = np.sqrt(np.mean((np.array(e_mtp) - e_dft) ** 2))
+    baseline = np.sqrt(np.mean((e_dft.mean() - e_dft) ** 2))  # best constant eV/atom
+    assert np.isfinite(rmse) and rmse < 0.5 * baseline
+    f_dft = np.concatenate([a.get_forces() for a in frames])
+    assert np.sqrt(np.mean(np.concatenate(f_err) ** 2)) < np.sqrt(np.mean(f_dft**2))  # better than zero forces
+
+    reloaded = potentials.load_mtp(tmp_path / "final.mtp", ["Si"])
+    b = frames[0].copy()
+    b.calc = reloaded
+    assert b.get_potential_energy() / len(b) == pytest.approx(e_mtp[0], abs=1e-9)
