@@ -269,6 +269,27 @@ def pair_model_from_ce(ce, structure, shells: list[np.ndarray], plus: str, n_sam
     return float(coef[0]), float(coef[1]), coef[2:], residual
 
 
+def relaxation_distortion(relaxed, primitive) -> tuple[float, bool]:
+    """How far a relaxed structure moved off its ideal lattice (icet's ``map_structure_to_reference``).
+
+    Returns (largest atomic displacement in Å, whether icet flags a high anisotropic strain).
+    Structures that relaxed far away are poorly described by a lattice model; icet's documentation
+    recommends leaving them out of the training set.
+    """
+    import logging
+
+    from icet.tools import map_structure_to_reference
+
+    logger = logging.getLogger("icet")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # icet logs a warning per strained structure; we return the flag
+    try:
+        _, info = map_structure_to_reference(relaxed, primitive)
+    finally:
+        logger.setLevel(level)
+    return float(info["drmax"]), bool(info["warnings"])
+
+
 def fit_cluster_expansion(structures, energies, primitive, cutoffs, fit_method: str = "lasso",
                           n_splits: int = 10, seed: int = 42):
     """Fit ECIs of an icet cluster expansion with k-fold cross-validation (trainstation).

@@ -31,8 +31,10 @@ def test_load_cuau_rejects_a_nan_energy(tmp_path, monkeypatch):
 
     bad = tmp_path / "bad.db"
     with connect(bad) as db:
-        db.write(bulk("Cu", "fcc", a=3.8), mixing_energy=0.0, concentration=0.0)
-        db.write(bulk("Au", "fcc", a=3.8), mixing_energy=float("nan"), concentration=1.0)
+        for symbol, e in [("Cu", 0.0), ("Au", float("nan"))]:
+            a = bulk(symbol, "fcc", a=3.8)
+            db.write(a, mixing_energy=e, concentration=float(symbol == "Au"),
+                     data={"relaxed_cell": a.cell.array, "relaxed_positions": a.positions})
     monkeypatch.setattr(data, "fetch", lambda name: bad)
     with pytest.raises(ValueError, match="NaN"):
         data.load_cuau()
@@ -79,3 +81,13 @@ def test_warren_cowley_limits():
     l12[::4] = True  # one of the four simple-cubic sublattices of the conventional cell: L1_2
     assert lattice.warren_cowley(l12, shell) == pytest.approx(-1 / 3)
     assert abs(lattice.warren_cowley(np.random.default_rng(0).random(len(sup)) < 0.25, shell)) < 0.2
+
+
+def test_relaxation_distortion_flags_structures_that_left_the_lattice(cuau):
+    prim = bulk("Cu", "fcc", a=3.8)
+    pure_cu = cuau.relaxed[cuau.concentration == 0.0].iloc[0]
+    drmax, strained = lattice.relaxation_distortion(pure_cu, prim)
+    assert drmax < 1e-6 and not strained  # only a uniform volume change
+    tetragonal = bulk("Cu", "fcc", a=3.8, cubic=True)
+    tetragonal.set_cell(tetragonal.cell.array * [1.0, 1.0, 0.8], scale_atoms=True)
+    assert lattice.relaxation_distortion(tetragonal, prim)[1]

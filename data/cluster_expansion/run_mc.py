@@ -6,7 +6,8 @@ the repository root (about 10 minutes on 2 cores)::
     python data/cluster_expansion/run_mc.py [--out PATH]
 
 What it runs, all on the Cu-Au EMT training set (``cuau_emt.db``):
-1. a cluster expansion (LASSO, cutoffs in SETTINGS) and, for the comparison, a pairs-only one;
+1. a cluster expansion (LASSO, cutoffs in SETTINGS) and, for the comparison, a pairs-only one, both
+   fitted on the structures that stayed close to the fcc lattice on relaxation;
 2. canonical mchammer MC at Cu3Au composition, cooling then heating: energy, heat capacity and
    first-shell short-range order against temperature;
 3. semi-grand canonical mchammer MC: Au fraction and mixing energy against Δμ at two temperatures;
@@ -28,6 +29,7 @@ SETTINGS = {
     "a": 3.8,  # Å, the ideal fcc lattice of the training set
     "cutoffs": [10.0, 6.0],  # Å; below half the 6×6×6 supercell so no cluster sees its own image
     "fit_method": "lasso",
+    "max_drmax": 0.15,  # Å; structures that relaxed further (or with high anisotropic strain) are not fitted
     "pair_cutoffs": [8.0],
     "pair_fit_method": "ardr",
     "repeat": 6,  # conventional cells per direction: 864 sites
@@ -47,8 +49,10 @@ def run(settings: dict) -> dict:
     start = time.perf_counter()
     cuau = data.load_cuau()
     prim = bulk("Cu", "fcc", a=settings["a"])
-    ce, cve = lattice.fit_cluster_expansion(cuau.atoms, cuau.mixing_energy, prim, settings["cutoffs"], settings["fit_method"])
-    pair_ce, pair_cve = lattice.fit_cluster_expansion(cuau.atoms, cuau.mixing_energy, prim, settings["pair_cutoffs"],
+    distortion = [lattice.relaxation_distortion(a, prim) for a in cuau.relaxed]
+    train = cuau[[d <= settings["max_drmax"] and not strained for d, strained in distortion]]
+    ce, cve = lattice.fit_cluster_expansion(train.atoms, train.mixing_energy, prim, settings["cutoffs"], settings["fit_method"])
+    pair_ce, pair_cve = lattice.fit_cluster_expansion(train.atoms, train.mixing_energy, prim, settings["pair_cutoffs"],
                                                       settings["pair_fit_method"])
     sup = bulk("Cu", "fcc", a=settings["a"], cubic=True).repeat(settings["repeat"])
     n = len(sup)
@@ -84,7 +88,7 @@ def run(settings: dict) -> dict:
                         "mchammer_sweeps_per_s": settings["compare_sweeps"] / t_mch})
     return {
         "settings": settings,
-        "cv_rmse": cve.rmse_validation, "n_parameters": len(cve.parameters),
+        "n_train": len(train), "cv_rmse": cve.rmse_validation, "n_parameters": len(cve.parameters),
         "n_nonzero": int(np.count_nonzero(cve.parameters)),
         "pair_cv_rmse": pair_cve.rmse_validation, "pair_model": {"E0": e0, "h": h, "J": list(J), "residual": residual},
         "cooling": cooling.to_dict("list"), "heating": heating.to_dict("list"), "sgc": sgc, "compare": compare,
