@@ -2,7 +2,6 @@ import csv
 import json
 import shutil
 import time
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +62,7 @@ def test_load_matbench_expt_gap():
 
 
 def _matbench_test_file(name: str) -> Path:
-    return Path(next(iter(find_spec("matbench").submodule_search_locations))) / "tests" / name
+    return data.matbench_validation_file().parent / "tests" / name
 
 
 @needs_shared

@@ -71,7 +71,7 @@ def run(settings: dict) -> dict:
     n_pair_shells = len(pair_ce.get_cluster_space_copy()) - 2  # parameters minus zerolet and singlet
     shells = lattice.neighbor_shells(sup.positions, sup.cell.array, n_pair_shells)
     e0, h, J, residual = lattice.pair_model_from_ce(pair_ce, sup, shells, plus="Au")
-    sigma = np.where(np.isin(np.arange(n), np.nonzero(np.array(start_cfg.get_chemical_symbols()) == "Au")[0]), 1.0, -1.0)
+    sigma = np.where(np.array(start_cfg.get_chemical_symbols()) == "Au", 1.0, -1.0)
     compare = []
     discard = settings["compare_sweeps"] // 5
     for T in settings["compare_temperatures"]:
