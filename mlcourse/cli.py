@@ -54,8 +54,8 @@ def _run(args) -> int:
         if not run["ok"]:
             print(run["error"][-3000:], file=sys.stderr)
             failed += 1
-        elif mode == "fast" and runner.over_budget(run):
-            print(f"[{mode}] {path.name}: over the fast-mode budget: {runner.over_budget(run)}")
+        elif mode == "fast" and (over := runner.over_budget(run)):
+            print(f"[{mode}] {path.name}: over the fast-mode budget: {over}")
     return 1 if failed else 0
 
 

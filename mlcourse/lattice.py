@@ -135,8 +135,9 @@ def kmc_lattice_gas(L: int, n_particles: int, Em: float, T: float, n_steps: int,
     for step in range(n_steps):
         targets = (sites[:, None, :] + moves[None, :, :]) % L  # (particle, direction, xy)
         allowed = ~occupied[targets[..., 0], targets[..., 1]]
-        p, d = np.argwhere(allowed)[rng.integers(allowed.sum())]
-        t += -np.log(rng.random()) / (allowed.sum() * rate)
+        n_allowed = allowed.sum()
+        p, d = np.argwhere(allowed)[rng.integers(n_allowed)]
+        t += -np.log(rng.random()) / (n_allowed * rate)
         occupied[tuple(sites[p])] = False
         sites[p] = targets[p, d]
         occupied[tuple(sites[p])] = True
@@ -186,8 +187,9 @@ def canonical_scan(ce, structure, temperatures, n_sweeps: int, seed: int = 0, pr
 
     The configuration is carried from one temperature to the next, so increasing temperatures heat
     and decreasing ones cool. The first fifth of each run is discarded as equilibration. Returns a
-    DataFrame: temperature (K), energy (eV/site) and its block standard error, heat_capacity (k_B/site), sro (first-shell
-    Warren–Cowley α of the minority species, see :func:`warren_cowley`), acceptance ratio.
+    DataFrame: temperature (K), energy (eV/site) and its block standard error, heat_capacity
+    (k_B/site), sro (first-shell Warren–Cowley α of the minority species, see :func:`warren_cowley`),
+    acceptance ratio.
     """
     import pandas as pd
     from mchammer.calculators import ClusterExpansionCalculator
