@@ -307,7 +307,7 @@ def train_potential(model, frames: list, epochs: int = 50, lr: float = 5e-3, bat
     """Fit a MACE or NequIP ``model`` to ``frames`` with Adam; returns the per-epoch history.
 
     Loss per batch = w_E ⟨(ΔE/N)²⟩ + w_F ⟨|ΔF|²⟩ + w_S ⟨|Δσ|²⟩ with E in eV, F in eV/Å, σ in GPa;
-    ``weights`` default to {"energy": 1, "forces": 10, "stress": 0.01}. With ``val_frames`` the
+    ``weights`` default to {"energy": 100, "forces": 10, "stress": 0.01}. With ``val_frames`` the
     weights of the epoch with the lowest validation loss are kept (early-stopping style).
     History entries: epoch, loss (training), val_loss (or None).
     """
@@ -315,7 +315,7 @@ def train_potential(model, frames: list, epochs: int = 50, lr: float = 5e-3, bat
     from ase.units import GPa
     from tqdm.auto import tqdm
 
-    w = {"energy": 1.0, "forces": 10.0, "stress": 0.01, **(weights or {})}
+    w = {"energy": 100.0, "forces": 10.0, "stress": 0.01, **(weights or {})}
     if not frames:
         raise ValueError("no training frames")
 
