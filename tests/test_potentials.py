@@ -239,3 +239,17 @@ def test_error_table_is_zero_for_the_reference_and_exact_for_a_shift():
     assert row["E RMSE (meV/atom)"] == pytest.approx(10.0) and row["E MAE (meV/atom)"] == pytest.approx(10.0)
     assert row["F RMSE (eV/Å)"] == pytest.approx(0.1) and row["F MAE (eV/Å)"] == pytest.approx(0.1)
     assert row["stress RMSE (GPa)"] == pytest.approx(0.0, abs=1e-12)
+
+
+@needs_shared
+def test_mlearn_frames_round_trip_through_extxyz(tmp_path):
+    """The training files other codes read (nequip-train, mace_run_train) keep E, F and stress exactly."""
+    from ase.io import read, write
+
+    frames = data.load_mlearn("Si", "test")[:3]
+    write(tmp_path / "test.xyz", frames)
+    back = read(tmp_path / "test.xyz", ":")
+    for a, b in zip(frames, back):
+        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-8)
+        np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-8)
+        np.testing.assert_allclose(b.get_stress(), a.get_stress(), atol=1e-10)  # eV/Å³, ASE sign
