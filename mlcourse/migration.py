@@ -92,11 +92,16 @@ def neb_barrier(initial, final, calc, n_images: int = 5, fmax: float = 0.1, step
     End points are relaxed first (positions only, BFGS to ``fmax`` eV/Å) unless
     ``relax_endpoints`` is False; the band has ``n_images`` inner images, linearly interpolated
     (IDPP is an option in ASE when the straight line passes too close to an atom).
+    NEB needs one cell: when the final cell differs (end points relaxed separately), the final
+    atoms are placed in the initial cell at their fractional coordinates.
     Returns (Em = max image energy − initial energy, the energies along the band relative to the initial one).
     """
     from ase.mep import NEB
     from ase.optimize import BFGS, FIRE
 
+    final = final.copy()
+    if not np.allclose(final.cell.array, initial.cell.array):
+        final.set_cell(initial.cell, scale_atoms=True)
     ends = []
     for atoms in (initial, final):
         a = atoms.copy()
