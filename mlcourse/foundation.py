@@ -218,6 +218,21 @@ def bootstrap_indices(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
+def maxvol_grades(mtp_calc, train_frames: list, frames: list, seed: int = 0) -> np.ndarray:
+    """MTP extrapolation grade of each of ``frames`` (dimensionless; > 1 = extrapolating).
+
+    motep's ``Grader`` (the maxvol active set of Podryabinkin and Shapeev, Comput. Mater. Sci. 140,
+    171 (2017); mlip-2's ``mlp calc-grade``) selects the most linearly independent rows of the energy
+    Jacobian of ``train_frames`` and grades each frame by its largest expansion coefficient in them.
+    ``mtp_calc`` is a calculator from :func:`mlcourse.potentials.train_mtp` or ``load_mtp``.
+    """
+    from motep.grade.grader import Grader
+
+    grader = Grader(mtp_calc.engine.mtp_data, rng=np.random.default_rng(seed), mode="configuration")
+    grader.update(train_frames)
+    return np.array([a.calc.results["MV_grade"] for a in grader.grade(frames)])
+
+
 # --------------------------------------------------------------------------- fine-tuning CHGNet
 
 

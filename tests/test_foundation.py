@@ -161,3 +161,22 @@ def test_chgnet_dataset_stress_round_trips_to_gpa(frames):
     # chgnet multiplies the (VASP-sign, kBar) stress by -0.1: GPa, + = tensile, as ASE / GPa
     np.testing.assert_allclose(targets["s"].numpy(), frames[0].get_stress(voigt=False) / GPa, rtol=1e-5, atol=1e-5)
     assert float(targets["e"]) == pytest.approx(frames[0].get_potential_energy() / len(frames[0]), rel=1e-6)
+
+
+def test_maxvol_grade_is_at_most_one_on_the_training_set_and_larger_far_from_it():
+    from mlcourse import potentials
+
+    frames_ = []
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True)
+        a.positions += rng.normal(scale=0.04, size=a.positions.shape)
+        a.calc = EMT()
+        a.calc = SinglePointCalculator(a, energy=a.get_potential_energy(), forces=a.get_forces(), stress=a.get_stress())
+        frames_.append(a)
+    calc = potentials.train_mtp(frames_[:6], level=6, max_dist=4.5, steps=({"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]},))
+    on_train = foundation.maxvol_grades(calc, frames_[:6], frames_[:6])
+    assert on_train.shape == (6,) and np.all(on_train <= 1 + 1e-6)
+    far = frames_[7].copy()
+    far.set_cell(far.cell * 0.9, scale_atoms=True)  # 27 % denser than anything in training
+    assert foundation.maxvol_grades(calc, frames_[:6], [far])[0] > 1.0
