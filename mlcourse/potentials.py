@@ -383,24 +383,12 @@ def calculator(model):
 def error_table(calculators: dict, frames: list) -> "pd.DataFrame":
     """Test errors of each ASE calculator on ``frames`` (reference values on their calculators).
 
-    One row per calculator, like mlip-2's error report: energy RMSE and MAE (meV/atom), force RMSE
-    and MAE over components (eV/Å), stress RMSE over Voigt components (GPa).
+    One row per calculator: energy MAE and RMSE (meV/atom), force MAE and RMSE over components
+    (eV/Å), stress RMSE over Voigt components (GPa) — :func:`mlcourse.foundation.errors`.
     """
     import pandas as pd
-    from ase.units import GPa
 
-    rows = {}
-    for name, calc in calculators.items():
-        de, df, ds = [], [], []
-        for ref in frames:
-            atoms = ref.copy()
-            atoms.calc = calc
-            de.append((atoms.get_potential_energy() - ref.get_potential_energy()) / len(ref))
-            df.append((atoms.get_forces() - ref.get_forces()).ravel())
-            ds.append((atoms.get_stress() - ref.get_stress()) / GPa)
-        de, df, ds = np.array(de), np.concatenate(df), np.concatenate(ds)
-        rows[name] = {"E RMSE (meV/atom)": 1000 * np.sqrt(np.mean(de**2)),
-                      "E MAE (meV/atom)": 1000 * np.mean(np.abs(de)),
-                      "F RMSE (eV/Å)": np.sqrt(np.mean(df**2)), "F MAE (eV/Å)": np.mean(np.abs(df)),
-                      "stress RMSE (GPa)": np.sqrt(np.mean(ds**2))}
-    return pd.DataFrame.from_dict(rows, orient="index")
+    from .foundation import errors, labels, predict
+
+    reference = labels(frames)
+    return pd.DataFrame({name: errors(predict(calc, frames), reference) for name, calc in calculators.items()}).T
