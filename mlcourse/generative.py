@@ -8,8 +8,9 @@ time step t = 1 ... T for all of them:
   wrapped normal, and sampling starts from the uniform distribution on the torus;
 - **lattice parameters** (a, b, c in Å as logarithms, alpha, beta, gamma in degrees), standardised
   over the training set, with ordinary DDPM noise (Ho et al. 2020);
-- **atom types** as one-hot vectors with the same DDPM noise; the network predicts the clean type
-  (logits, cross-entropy) and sampling takes the arg-max at the end.
+- **atom types** with discrete *absorbing-state* diffusion (D3PM, Austin et al. 2021): at step t
+  each atom's type is hidden behind a MASK token with probability 1 - alpha_bar_t; the network
+  predicts the clean type (logits, cross-entropy), and sampling unmasks atoms a few at a time.
 
 The denoiser (:class:`PeriodicDenoiser`) is a message-passing network over all atom pairs of
 a cell. An edge sees the fractional offset of its two atoms only through ``sin``/``cos`` of
@@ -124,7 +125,7 @@ def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
 class PeriodicDenoiser(nn.Module):
     """Message passing over all atom pairs of each cell, with periodic edge features.
 
-    Inputs: noisy type vectors (N, n_types), noisy fractional coordinates (N, 3), noisy
+    Inputs: one-hot types with a last MASK channel (N, n_types + 1), noisy fractional coordinates (N, 3), noisy
     standardised lattice features (B, 6), time t in [0, 1] per crystal (B,). Outputs: fractional
     coordinate score times sigma (N, 3), lattice noise estimate (B, 6), clean-type logits (N, n_types).
     """
@@ -132,7 +133,7 @@ class PeriodicDenoiser(nn.Module):
     def __init__(self, n_types: int, hidden: int = 64, n_layers: int = 3, n_freq: int = 4):
         super().__init__()
         self.n_freq = n_freq
-        self.embed = nn.Linear(n_types + 6 + 16, hidden)
+        self.embed = nn.Linear(n_types + 1 + 6 + 16, hidden)
         n_edge = 2 * hidden + 6 * n_freq + 6
         self.messages = nn.ModuleList(_mlp(n_edge, hidden, hidden) for _ in range(n_layers))
         self.updates = nn.ModuleList(_mlp(2 * hidden, hidden, hidden) for _ in range(n_layers))
@@ -176,8 +177,9 @@ class PeriodicDenoiser(nn.Module):
 
 @dataclass
 class Schedule:
-    """Noise levels for T steps: DDPM betas (cosine schedule, Nichol & Dhariwal 2021) for the lattice
-    and the atom types, geometric sigmas (fractional units) for the wrapped coordinate noise."""
+    """Noise levels for T steps: DDPM betas (cosine schedule, Nichol & Dhariwal 2021) for the lattice,
+    whose alpha_bar_t is also the probability that an atom type is still unmasked at step t, and
+    geometric sigmas (fractional units) for the wrapped coordinate noise."""
 
     T: int = 200
     sigma_min: float = 0.005
@@ -254,16 +256,18 @@ class CrystalDiffusion:
         return CrystalBatch(torch.tensor(np.concatenate(frac), dtype=torch.float32), torch.tensor(types),
                             torch.tensor(lat, dtype=torch.float32), torch.tensor(batch))
 
-    def to_structures(self, b: CrystalBatch) -> list:
-        """pymatgen Structures of a batch (lattice un-standardised, coordinates wrapped)."""
-        from pymatgen.core import Structure
+    def to_structures(self, b: CrystalBatch, masked: torch.Tensor | None = None) -> list:
+        """pymatgen Structures of a batch (lattice un-standardised, coordinates wrapped); atoms flagged
+        in ``masked`` become the dummy species X."""
+        from pymatgen.core import DummySpecies, Structure
 
         lat = b.lattice.numpy() * self.lattice_std + self.lattice_mean
         out = []
         for i in range(lat.shape[0]):
             m = (b.batch == i).numpy()
-            out.append(Structure(features_to_lattice(lat[i]), [self.elements[k] for k in b.types[m].tolist()],
-                                 wrap(b.frac[m].numpy().astype(float))))
+            hidden = np.zeros(int(m.sum()), bool) if masked is None else masked[m].numpy()
+            species = [DummySpecies("X") if h else self.elements[k] for k, h in zip(b.types[m].tolist(), hidden)]
+            out.append(Structure(features_to_lattice(lat[i]), species, wrap(b.frac[m].numpy().astype(float))))
         return out
 
     # ---------------------------------------------------------------- forward process
@@ -274,11 +278,15 @@ class CrystalDiffusion:
         frac_t, _ = add_wrapped_noise(b.frac, sig[b.batch][:, None], generator)
         lat_eps = torch.randn(b.lattice.shape, generator=generator)
         lat_t = ab.sqrt()[:, None] * b.lattice + (1 - ab).sqrt()[:, None] * lat_eps
-        onehot = nn.functional.one_hot(b.types, len(self.elements)).float()
-        type_eps = torch.randn(onehot.shape, generator=generator)
-        abn = ab[b.batch][:, None]
-        types_t = abn.sqrt() * onehot + (1 - abn).sqrt() * type_eps
-        return dict(frac=frac_t, lattice=lat_t, lat_eps=lat_eps, types=types_t, sigma=sig)
+        masked = torch.rand(b.types.shape, generator=generator) > ab[b.batch]
+        types_t = self.type_input(b.types, masked)
+        return dict(frac=frac_t, lattice=lat_t, lat_eps=lat_eps, types=types_t, masked=masked, sigma=sig)
+
+    def type_input(self, types: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """One-hot types (N, K + 1), the last channel being MASK where ``masked``."""
+        K = len(self.elements)
+        idx = torch.where(masked, torch.full_like(types, K), types)
+        return nn.functional.one_hot(idx, K + 1).float()
 
     def loss(self, b: CrystalBatch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Denoising loss of one batch at random steps: coordinate score + lattice noise + type CE."""
@@ -291,7 +299,7 @@ class CrystalDiffusion:
         parts = {
             "coord": ((score - target) ** 2).mean(),
             "lattice": ((lat_eps - n["lat_eps"]) ** 2).mean(),
-            "types": nn.functional.cross_entropy(logits, b.types),
+            "types": nn.functional.cross_entropy(logits, b.types),  # on all atoms (masked or not)
         }
         return parts["coord"] + parts["lattice"] + parts["types"], {k: float(v.detach()) for k, v in parts.items()}
 
@@ -340,14 +348,16 @@ class CrystalDiffusion:
     @torch.no_grad()
     def sample(self, num_atoms: Sequence[int] | None = None, n: int | None = None,
                compositions: Sequence | None = None, seed: int = 0, keep_every: int = 0,
-               progress: bool = True):
+               temperature: float = 1.0, progress: bool = True):
         """Generate crystals by running the reverse diffusion from noise.
 
         Give either ``num_atoms`` (atoms per crystal), ``n`` (that many crystals with atom counts
         drawn from the training distribution) or ``compositions`` (pymatgen Compositions or formulas
         with integer amounts: the atom types are fixed and only lattice and coordinates are
         generated — composition inpainting). Returns a list of Structures, and with
-        ``keep_every > 0`` also the trajectory: a list of (t, structures) every that many steps.
+        ``keep_every > 0`` also the trajectory: a list of (t, structures) every that many steps
+        (atoms whose type is still masked appear as X, a dummy species). ``temperature`` (> 0) scales
+        the type logits: below 1 the drawn types are more typical, above 1 more diverse.
         """
         from pymatgen.core import Composition
         from tqdm.auto import tqdm
@@ -381,17 +391,17 @@ class CrystalDiffusion:
         batch = torch.repeat_interleave(torch.arange(B), torch.tensor(num_atoms))
         frac = torch.rand((N, 3), generator=gen)
         lat = torch.randn((B, 6), generator=gen)
-        types = torch.randn((N, K), generator=gen)
-        onehot_fixed = None if fixed is None else nn.functional.one_hot(fixed, K).float()
+        types = torch.zeros(N, dtype=torch.long)  # current guess; meaningless while masked
+        masked = torch.ones(N, dtype=torch.bool) if fixed is None else torch.zeros(N, dtype=torch.bool)
+        if fixed is not None:  # inpainting: the known types are never masked
+            types = fixed.clone()
         s, traj = self.schedule, []
         self.net.eval()
         for t in tqdm(range(self.T, 0, -1), desc="sampling", disable=not progress):
             ab, beta = s.alpha_bar[t - 1], s.betas[t - 1]
             ab_prev = s.alpha_bar[t - 2] if t > 1 else torch.tensor(1.0)
-            if onehot_fixed is not None:  # inpainting: the known part, noised to level t
-                types = ab.sqrt() * onehot_fixed + (1 - ab).sqrt() * torch.randn((N, K), generator=gen)
             tt = torch.full((B,), t / self.T)
-            score, lat_eps, logits = self.net(types, frac, lat, tt, batch)
+            score, lat_eps, logits = self.net(self.type_input(types, masked), frac, lat, tt, batch)
             # coordinates: one reverse step of the variance-exploding SDE, wrapped onto the torus
             sig = s.sigmas[t - 1]
             sig_prev = s.sigmas[t - 2] if t > 1 else torch.tensor(0.0)
@@ -403,13 +413,19 @@ class CrystalDiffusion:
             # lattice: DDPM ancestral step from the predicted noise
             lat0 = ((lat - (1 - ab).sqrt() * lat_eps) / ab.sqrt()).clamp(-5, 5)
             lat = _ddpm_step(lat, lat0, ab, ab_prev, beta, t, gen)
-            # types: DDPM step towards the predicted clean one-hot (softmax of the logits)
-            types = _ddpm_step(types, torch.softmax(logits, -1), ab, ab_prev, beta, t, gen)
+            # types: unmask each masked atom with probability (alpha_bar_{t-1} - alpha_bar_t) / (1 - alpha_bar_t)
+            # (all of them at the last step), drawing its type from the predicted distribution
+            p_unmask = 1.0 if t == 1 else float((ab_prev - ab) / (1 - ab))
+            reveal = masked & (torch.rand(N, generator=gen) < p_unmask)
+            if reveal.any():
+                draw = torch.multinomial(torch.softmax(logits[reveal] / temperature, -1), 1, generator=gen)[:, 0]
+                types = types.clone()
+                types[reveal] = draw
+                masked = masked & ~reveal
             if keep_every and (t % keep_every == 0 or t == 1):
-                cur = fixed if fixed is not None else types.argmax(-1)
-                traj.append((t, self.to_structures(CrystalBatch(frac.clone(), cur, lat.clone(), batch))))
-        final_types = fixed if fixed is not None else types.argmax(-1)
-        out = self.to_structures(CrystalBatch(frac, final_types, lat, batch))
+                traj.append((t, self.to_structures(CrystalBatch(frac.clone(), types.clone(), lat.clone(), batch),
+                                                   masked.clone())))
+        out = self.to_structures(CrystalBatch(frac, types, lat, batch))
         return (out, traj) if keep_every else out
 
     # ---------------------------------------------------------------- persistence
