@@ -130,11 +130,12 @@ class PeriodicDenoiser(nn.Module):
     coordinate score times sigma (N, 3), lattice noise estimate (B, 6), clean-type logits (N, n_types).
     """
 
-    def __init__(self, n_types: int, hidden: int = 64, n_layers: int = 3, n_freq: int = 4):
+    def __init__(self, n_types: int, hidden: int = 64, n_layers: int = 3, n_freq: int = 4, n_rbf: int = 12):
         super().__init__()
         self.n_freq = n_freq
+        self.register_buffer("rbf_centres", torch.linspace(0.0, 6.0, n_rbf))  # Å
         self.embed = nn.Linear(n_types + 1 + 6 + 16, hidden)
-        n_edge = 2 * hidden + 6 * n_freq + 6
+        n_edge = 2 * hidden + 6 * n_freq + 6 + n_rbf + 1
         self.messages = nn.ModuleList(_mlp(n_edge, hidden, hidden) for _ in range(n_layers))
         self.updates = nn.ModuleList(_mlp(2 * hidden, hidden, hidden) for _ in range(n_layers))
         self.coord_out = _mlp(n_edge, hidden, 3 * n_freq)
@@ -146,7 +147,8 @@ class PeriodicDenoiser(nn.Module):
         freqs = torch.exp(torch.linspace(0, math.log(1000.0), dim // 2))
         return torch.cat([torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], dim=1)
 
-    def forward(self, types, frac, lattice, t, batch):
+    def forward(self, types, frac, lattice, t, batch, cell):
+        """``cell`` (B, 3, 3): the (noisy) lattice vectors in Å as rows, for interatomic distances."""
         src, dst = pair_index(batch)
         temb = self.time_embedding(t)
         glob = torch.cat([lattice, temb], dim=1)  # (B, 22)
@@ -155,7 +157,12 @@ class PeriodicDenoiser(nn.Module):
         k = torch.arange(1, self.n_freq + 1, dtype=frac.dtype)
         ang = 2 * math.pi * d[:, :, None] * k  # (E, 3, F)
         fourier = torch.cat([torch.sin(ang).flatten(1), torch.cos(ang).flatten(1)], dim=1)
-        edge_static = torch.cat([fourier, lattice[batch[src]]], dim=1)
+        # the distance (Å) to the nearest periodic image of j: invariant to rotations too
+        dw = d - torch.round(d)
+        dist = torch.linalg.norm(torch.einsum("ej,ejk->ek", dw, cell[batch[src]]), dim=1)
+        rbf = torch.exp(-((dist[:, None] - self.rbf_centres) ** 2) / 0.5)
+        is_self = (src == dst).to(frac.dtype)[:, None]
+        edge_static = torch.cat([fourier, lattice[batch[src]], rbf, is_self], dim=1)
         n_atoms = torch.bincount(batch).to(frac.dtype)[batch][:, None]
         for msg, upd in zip(self.messages, self.updates):
             m = msg(torch.cat([h[src], h[dst], edge_static], dim=1))
@@ -204,7 +211,9 @@ class CrystalDiffusion:
 
     Build it with :meth:`from_structures` (it learns the element list, the lattice standardisation
     and the distribution of atom counts from the training structures), then :meth:`fit`,
-    :meth:`sample`, :meth:`save`/:meth:`load`.
+    :meth:`sample`, :meth:`save`/:meth:`load`. ``p_composition`` is the fraction of training
+    crystals whose atom types stay unmasked, so that the model also learns to generate a structure
+    for a given composition.
     """
 
     elements: list[str]
@@ -215,6 +224,7 @@ class CrystalDiffusion:
     n_layers: int = 3
     T: int = 200
     seed: int = 0
+    p_composition: float = 0.2
     history: list[float] = field(default_factory=list)
 
     def __post_init__(self):
@@ -279,8 +289,27 @@ class CrystalDiffusion:
         lat_eps = torch.randn(b.lattice.shape, generator=generator)
         lat_t = ab.sqrt()[:, None] * b.lattice + (1 - ab).sqrt()[:, None] * lat_eps
         masked = torch.rand(b.types.shape, generator=generator) > ab[b.batch]
+        # for a fraction of the crystals the composition stays visible at every t: the same network
+        # then also learns p(lattice, coordinates | composition), which composition inpainting uses
+        keep = torch.rand(len(ab), generator=generator) < self.p_composition
+        masked &= ~keep[b.batch]
         types_t = self.type_input(b.types, masked)
         return dict(frac=frac_t, lattice=lat_t, lat_eps=lat_eps, types=types_t, masked=masked, sigma=sig)
+
+    def cell(self, lattice: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 3) lattice vectors (Å, rows) of standardised lattice features, with pymatgen's
+        ``Lattice.from_parameters`` convention; lengths and angles are clamped as in
+        :func:`features_to_lattice`."""
+        f = lattice * torch.as_tensor(self.lattice_std, dtype=lattice.dtype) + torch.as_tensor(self.lattice_mean, dtype=lattice.dtype)
+        a, b, c = torch.exp(f[:, :3].clamp(-5, 5)).unbind(1)
+        al, be, ga = torch.deg2rad(f[:, 3:].clamp(1.0, 179.0)).unbind(1)
+        val = ((torch.cos(al) * torch.cos(be) - torch.cos(ga)) / (torch.sin(al) * torch.sin(be))).clamp(-1, 1)
+        gs = torch.arccos(val)
+        zero = torch.zeros_like(a)
+        va = torch.stack([a * torch.sin(be), zero, a * torch.cos(be)], 1)
+        vb = torch.stack([-b * torch.sin(al) * torch.cos(gs), b * torch.sin(al) * torch.sin(gs), b * torch.cos(al)], 1)
+        vc = torch.stack([zero, zero, c], 1)
+        return torch.stack([va, vb, vc], 1)
 
     def type_input(self, types: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """One-hot types (N, K + 1), the last channel being MASK where ``masked``."""
@@ -295,7 +324,12 @@ class CrystalDiffusion:
         n = self.noise(b, t, generator)
         sig = n["sigma"][b.batch][:, None]
         target = wrapped_normal_score(wrap(n["frac"] - b.frac), sig) * sig  # sigma * score ~ -eps
-        score, lat_eps, logits = self.net(n["types"], n["frac"], n["lattice"], t.float() / self.T, b.batch)
+        # a shift of the whole crystal is the same crystal: the crystal's mean score cannot be
+        # predicted from relative positions, so it is taken out of the target
+        mean = torch.zeros(B, 3).index_add_(0, b.batch, target) / b.num_atoms[:, None]
+        target = target - mean[b.batch]
+        score, lat_eps, logits = self.net(n["types"], n["frac"], n["lattice"], t.float() / self.T, b.batch,
+                                          self.cell(n["lattice"]))
         parts = {
             "coord": ((score - target) ** 2).mean(),
             "lattice": ((lat_eps - n["lat_eps"]) ** 2).mean(),
@@ -332,7 +366,7 @@ class CrystalDiffusion:
                 nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
                 opt.step()
                 sched.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 bar.update()
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
             self.history.append(float(np.mean(losses)))
@@ -348,7 +382,7 @@ class CrystalDiffusion:
     @torch.no_grad()
     def sample(self, num_atoms: Sequence[int] | None = None, n: int | None = None,
                compositions: Sequence | None = None, seed: int = 0, keep_every: int = 0,
-               temperature: float = 1.0, progress: bool = True):
+               temperature: float = 1.0, corrector: float = 0.0, progress: bool = True):
         """Generate crystals by running the reverse diffusion from noise.
 
         Give either ``num_atoms`` (atoms per crystal), ``n`` (that many crystals with atom counts
@@ -358,6 +392,8 @@ class CrystalDiffusion:
         ``keep_every > 0`` also the trajectory: a list of (t, structures) every that many steps
         (atoms whose type is still masked appear as X, a dummy species). ``temperature`` (> 0) scales
         the type logits: below 1 the drawn types are more typical, above 1 more diverse.
+        ``corrector`` > 0 adds, after each step, one Langevin step of the coordinates at the new
+        noise level with step size ``corrector * sigma^2`` (predictor-corrector sampling, Song et al. 2021).
         """
         from pymatgen.core import Composition
         from tqdm.auto import tqdm
@@ -401,7 +437,7 @@ class CrystalDiffusion:
             ab, beta = s.alpha_bar[t - 1], s.betas[t - 1]
             ab_prev = s.alpha_bar[t - 2] if t > 1 else torch.tensor(1.0)
             tt = torch.full((B,), t / self.T)
-            score, lat_eps, logits = self.net(self.type_input(types, masked), frac, lat, tt, batch)
+            score, lat_eps, logits = self.net(self.type_input(types, masked), frac, lat, tt, batch, self.cell(lat))
             # coordinates: one reverse step of the variance-exploding SDE, wrapped onto the torus
             sig = s.sigmas[t - 1]
             sig_prev = s.sigmas[t - 2] if t > 1 else torch.tensor(0.0)
@@ -422,6 +458,11 @@ class CrystalDiffusion:
                 types = types.clone()
                 types[reveal] = draw
                 masked = masked & ~reveal
+            if corrector > 0 and t > 1:  # Langevin corrector at the new noise level sigma_{t-1}
+                tt = torch.full((B,), (t - 1) / self.T)
+                score, _, _ = self.net(self.type_input(types, masked), frac, lat, tt, batch, self.cell(lat))
+                frac = wrap(frac + corrector * sig_prev * score
+                            + math.sqrt(2 * corrector) * sig_prev * torch.randn((N, 3), generator=gen))
             if keep_every and (t % keep_every == 0 or t == 1):
                 traj.append((t, self.to_structures(CrystalBatch(frac.clone(), types.clone(), lat.clone(), batch),
                                                    masked.clone())))
@@ -436,7 +477,7 @@ class CrystalDiffusion:
         torch.save({"elements": self.elements, "lattice_mean": self.lattice_mean.tolist(),
                     "lattice_std": self.lattice_std.tolist(), "num_atoms_counts": self.num_atoms_counts,
                     "hidden": self.hidden, "n_layers": self.n_layers, "T": self.T, "seed": self.seed,
-                    "history": self.history, "state": state}, path)
+                    "p_composition": self.p_composition, "history": self.history, "state": state}, path)
         return path
 
     @classmethod
@@ -444,7 +485,7 @@ class CrystalDiffusion:
         d = torch.load(path, weights_only=True)
         m = cls(d["elements"], np.array(d["lattice_mean"]), np.array(d["lattice_std"]),
                 {int(k): v for k, v in d["num_atoms_counts"].items()}, d["hidden"], d["n_layers"], d["T"],
-                d["seed"], d["history"])
+                d["seed"], d["p_composition"], d["history"])
         m.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in d["state"].items()})
         m.net.eval()
         return m

@@ -82,16 +82,17 @@ def test_denoiser_is_permutation_translation_and_image_invariant(model):
     gen = torch.Generator().manual_seed(3)
     types = model.type_input(b.types, torch.rand(len(b.types), generator=gen) < 0.5)
     t = torch.tensor([0.3, 0.7])
-    score, lat, logits = model.net(types, b.frac, b.lattice, t, b.batch)
+    cell = model.cell(b.lattice)
+    score, lat, logits = model.net(types, b.frac, b.lattice, t, b.batch, cell)
     # permute the atoms of the first crystal
     perm = torch.tensor([3, 1, 4, 0, 2, 5, 6])
-    s2, l2, lg2 = model.net(types[perm], b.frac[perm], b.lattice, t, b.batch)
+    s2, l2, lg2 = model.net(types[perm], b.frac[perm], b.lattice, t, b.batch, cell)
     torch.testing.assert_close(s2, score[perm], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(lg2, logits[perm], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(l2, lat, atol=1e-5, rtol=1e-4)
     # translate every atom (periodically) and move some atoms to other periodic images
     shifted = g.wrap(b.frac + torch.tensor([0.37, 0.81, 0.05])) + torch.tensor([[1.0, 0, -2]] * 7)
-    s3, l3, lg3 = model.net(types, shifted, b.lattice, t, b.batch)
+    s3, l3, lg3 = model.net(types, shifted, b.lattice, t, b.batch, cell)
     torch.testing.assert_close(s3, score, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(l3, lat, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(lg3, logits, atol=1e-4, rtol=1e-4)
@@ -116,6 +117,7 @@ def test_training_reduces_loss_and_sampling_handles_variable_atom_counts(tmp_pat
     out = m.sample(num_atoms=[1, 3, 5, 8, 2], seed=0, progress=False)
     assert [len(s) for s in out] == [1, 3, 5, 8, 2]
     assert all(np.all((s.frac_coords >= 0) & (s.frac_coords < 1)) for s in out)
+    assert [len(s) for s in m.sample(num_atoms=[4, 1], corrector=0.2, seed=0, progress=False)] == [4, 1]
     # n crystals with atom counts from the training distribution
     sizes = {len(s) for s in m.sample(n=12, seed=0, progress=False)}
     assert sizes <= set(m.num_atoms_counts)
@@ -223,6 +225,15 @@ def test_evaluate_perfect_copy_scores_full_coverage_and_zero_distance():
     assert out["wdist_density"] == pytest.approx(0.0, abs=1e-12)
     assert out["wdist_num_elems"] == pytest.approx(0.0, abs=1e-12)
     assert list(out["per_structure"]["struct_valid"]) == [True, True, True, False]
+
+
+def test_cell_matches_pymatgen(model):
+    structures = small_training_set()[:3] + [Structure(Lattice.from_parameters(3.1, 4.2, 5.3, 80, 95, 110), ["Fe"], [[0, 0, 0]])]
+    lat = (g.lattice_features(structures) - model.lattice_mean) / model.lattice_std
+    cell = model.cell(torch.tensor(lat, dtype=torch.float64)).numpy()
+    for s, m in zip(structures, cell):
+        ref = Lattice.from_parameters(*s.lattice.parameters).matrix
+        np.testing.assert_allclose(m, ref, atol=1e-8)
 
 
 def test_lattice_features_round_trip():
