@@ -14,9 +14,10 @@ time step t = 1 ... T for all of them:
 
 The denoiser (:class:`PeriodicDenoiser`) is a message-passing network over all atom pairs of
 a cell. An edge sees the fractional offset of its two atoms only through ``sin``/``cos`` of
-``2 pi k (x_j - x_i)``, so it is invariant to permutations, to translations and to periodic
-images, and (because fractional coordinates and lattice parameters do not change when the
-crystal is rotated) to rotations. Cells may have any number of atoms.
+``2 pi k (x_j - x_i)`` and through the distance (Å) to the nearest periodic image, so it is
+invariant to permutations, to translations and to periodic images, and (because fractional
+coordinates, lattice parameters and distances do not change when the crystal is rotated) to
+rotations. Cells may have any number of atoms.
 
 The CDVAE evaluation protocol (Xie et al., ICLR 2022, scripts/compute_metrics.py and
 eval_utils.py of github.com/txie-93/cdvae) is reimplemented in :func:`structure_validity`,
