@@ -40,7 +40,7 @@ def test_repository_data_holds_no_copies_of_shared_files():
 
 def test_generated_datasets_are_registered_beside_their_script():
     for path in data.REPO_DATA.glob("*/*"):
-        if path.suffix in (".db", ".json", ".csv"):
+        if path.suffix in (".db", ".json", ".csv", ".pt"):
             name = path.relative_to(data.REPO_DATA).as_posix()
             assert data.registry()[name].sha256 == data.sha256sum(path), f"rerun data/make_registry.py for {name}"
             assert list(path.parent.glob("*.py")), f"{name} has no generating script beside it"
