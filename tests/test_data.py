@@ -40,7 +40,7 @@ def test_repository_data_holds_no_copies_of_shared_files():
 
 def test_generated_datasets_are_registered_beside_their_script():
     for path in data.REPO_DATA.glob("*/*"):
-        if path.suffix in (".db", ".json", ".csv"):
+        if path.suffix in (".db", ".json", ".csv", ".pt"):
             name = path.relative_to(data.REPO_DATA).as_posix()
             assert data.registry()[name].sha256 == data.sha256sum(path), f"rerun data/make_registry.py for {name}"
             assert list(path.parent.glob("*.py")), f"{name} has no generating script beside it"
@@ -200,6 +200,9 @@ def test_load_mlearn_gives_atoms_with_energy_and_forces():
 def test_load_perov5_and_a_malformed_cif(tmp_path, monkeypatch):
     df = data.load_perov5("test")
     assert len(df) == 3785 and all(len(s) == 5 for s in df.structure.iloc[:50])
+    head = data.load_perov5("test", n=7)
+    assert list(head.material_id) == list(df.material_id.iloc[:7])
+    assert head.structure.iloc[6] == df.structure.iloc[6]
     bad = tmp_path / "bad.csv"
     bad.write_text(",material_id,cif,formula\n0,42,\"data_x\nnot a cif\",AB\n")
     monkeypatch.setattr(data, "fetch", lambda name: bad)
