@@ -238,7 +238,8 @@ def nequip_model(frames: list, r_max: float = 5.0, features: int = 16, l_max: in
     from nequip.model import NequIPGNNModel
     from nequip.utils.global_state import set_global_state
 
-    set_global_state(allow_tf32=False)
+    set_global_state(allow_tf32=False)  # acts only on its first call in a process, hence also:
+    torch.set_default_dtype(torch.float64)
     torch.manual_seed(seed)
     e0 = reference_energies(frames)
     force_rms = float(np.sqrt(np.mean(np.concatenate([a.get_forces().ravel() ** 2 for a in frames]))))
