@@ -3,7 +3,7 @@
 Modules: ``data`` (offline dataset registry and loaders), ``results`` (recorded metrics),
 ``runner`` (papermill execution with time and memory), ``check`` (exercise auto-checks),
 ``student`` (student copies), ``plots``, and one module per lesson family
-(``representations``, ``regression``, ``lattice``).
+(``representations``, ``regression``, ``lattice``, ``potentials``, ``gnn``).
 """
 
 __version__ = "0.1.0"
