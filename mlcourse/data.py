@@ -394,23 +394,6 @@ TRANSFER_TEST = ("dc", "ebg", "gv", "ph", "pz")  # bg and fe have no test set up
 TRANSFER_PT = ("bg", "fe")  # the 1000-entry pre-training sets (5k-100k not available)
 
 
-def jarvis_to_structure(atoms: dict, entry: object = None):
-    """A pymatgen ``Structure`` from a JARVIS ``Atoms.to_dict()`` dict (lattice rows and coordinates in Å,
-    fractional unless ``cartesian`` is true). ValueError naming ``entry`` if a key is missing or malformed."""
-    import ast
-
-    from pymatgen.core import Lattice, Structure
-
-    where = f"entry {entry!r}: " if entry is not None else ""
-    if isinstance(atoms, str):
-        atoms = ast.literal_eval(atoms)
-    try:
-        return Structure(Lattice(atoms["lattice_mat"]), atoms["elements"], atoms["coords"],
-                         coords_are_cartesian=bool(atoms["cartesian"]))
-    except Exception as exc:
-        raise ValueError(f"{where}malformed JARVIS atoms dict ({type(exc).__name__}: {exc})") from None
-
-
 def transfer_file(prop: str, split: str = "ft", size: int = 800, trial: int = 1) -> str:
     """Registry name of a transfer-learning file of Devi et al. (2024).
 
@@ -448,5 +431,96 @@ def load_transfer_learning(prop: str, split: str = "ft", size: int = 800, trial:
                        "target": [e["target"][0] if isinstance(e["target"], list) else e["target"] for e in entries]})
     df.index = pd.Index([f"{prop}:{j}" for j in df["jid"]], name="id")
     df["target"] = check_targets(df["target"])
-    df["structure"] = [jarvis_to_structure(e["atoms"], f"{name} jid {e['jid']}") for e in entries]
+    df["structure"] = [jarvis_structure(e["atoms"], f"{name} jid {e['jid']}") for e in entries]
     return df
+
+
+# --------------------------------------------------------------------------- JARVIS-style structures
+
+_JARVIS_KEYS = ("lattice_mat", "coords", "elements", "cartesian")
+
+
+def jarvis_structure(atoms: dict | str, entry: object = None):
+    """A pymatgen Structure from a JARVIS-tools ``Atoms.to_dict()`` dict (or its Python-literal string).
+
+    Honours the ``cartesian`` flag (Cartesian Å if true, fractional otherwise). ValueError naming
+    ``entry`` for a malformed dict: missing keys, mismatched lengths, unknown elements, a singular lattice.
+    """
+    import ast
+
+    from pymatgen.core import Element, Lattice, Structure
+
+    where = f"structure {entry!r}" if entry is not None else "structure"
+    if isinstance(atoms, str):
+        try:
+            atoms = ast.literal_eval(atoms)
+        except (ValueError, SyntaxError) as exc:
+            raise ValueError(f"{where}: not a JARVIS Atoms dict ({exc})") from None
+    if not isinstance(atoms, dict) or any(k not in atoms for k in _JARVIS_KEYS):
+        raise ValueError(f"{where}: needs the keys {_JARVIS_KEYS}")
+    coords, elements = np.asarray(atoms["coords"], dtype=float), list(atoms["elements"])
+    lattice = np.asarray(atoms["lattice_mat"], dtype=float)
+    if coords.shape != (len(elements), 3) or not elements:
+        raise ValueError(f"{where}: {len(elements)} elements but coords of shape {coords.shape}")
+    if lattice.shape != (3, 3) or abs(np.linalg.det(lattice)) < 1e-6:
+        raise ValueError(f"{where}: lattice_mat must be a non-singular 3×3 matrix")
+    unknown = sorted({e for e in elements if not Element.is_valid_symbol(e)})
+    if unknown:
+        raise ValueError(f"{where}: unknown element(s) {unknown}")
+    return Structure(Lattice(lattice), elements, coords, coords_are_cartesian=bool(atoms["cartesian"]))
+
+
+# --------------------------------------------------------------------------- migration barriers
+
+MIGRATION_DIR = "migration_barriers/predicting-migration-barriers"
+_MIGRATION_FILES = {"train": "DATA_FILES/MODEL-3-4/RAW/RAW-Em-5-images-TRAIN.json",
+                    "test": "DATA_FILES/MODEL-3-4/RAW/RAW-Em-5-images-TEST.json"}
+
+
+def host_name(sys_name: str) -> str:
+    """The host material of a pathway id: ``LiRuO2_2`` → ``LiRuO2`` (the ``_N`` suffix numbers pathways)."""
+    head, _, tail = sys_name.rpartition("_")
+    return head if head and tail.isdigit() else sys_name
+
+
+def load_migration_barriers(split: str = "train") -> pd.DataFrame:
+    """Migration barriers Em (eV) on the published split (Devi, Butler, Sai Gautam, arXiv:2508.06436).
+
+    ``split`` is ``train`` (559 pathways) or ``test`` (60). Columns: ``sys_name``, ``host``, ``ion``,
+    ``class``, ``formula``, ``target`` (Em, eV) and ``band``: the host supercell with the mobile ion at
+    5 points of the straight line from the initial to the final site (sites 0–4; the host from site 5).
+    ValueError naming the pathway for a malformed structure, a NaN barrier or a band whose first five
+    sites are not one element.
+    """
+    if split not in _MIGRATION_FILES:
+        raise ValueError(f"migration-barrier split must be 'train' or 'test', not {split!r}")
+    with open(fetch(f"{MIGRATION_DIR}/{_MIGRATION_FILES[split]}")) as fh:
+        entries = json.load(fh)
+    rows = []
+    for e in entries:
+        band = jarvis_structure(e["atoms"], e.get("sys_name"))
+        ions = {band[i].specie.symbol for i in range(5)}
+        if len(band) < 6 or len(ions) != 1:
+            raise ValueError(f"pathway {e['sys_name']!r}: sites 0-4 must be the one mobile ion, got {sorted(ions)}")
+        rows.append({"sys_name": e["sys_name"], "host": host_name(e["sys_name"]), "ion": ions.pop(),
+                     "class": e["class"], "formula": e["formula"], "target": e["target"], "band": band})
+    frame = pd.DataFrame(rows)
+    frame["target"] = check_targets(frame.set_index("sys_name")["target"]).to_numpy()
+    return frame
+
+
+def load_migration_endpoints() -> pd.DataFrame:
+    """Initial and final supercells (mobile ion = site 0) of the 60 test pathways: ``sys_name``,
+    ``initial``, ``final`` (pymatgen Structures), ``target`` (Em, eV). Only the test split has them."""
+    with open(fetch(f"{MIGRATION_DIR}/DATA_FILES/MODEL-1-2/RAW/BOTH-RAW-Em-TEST.json")) as fh:
+        entries = json.load(fh)
+    return pd.DataFrame([{"sys_name": e["sys_name"], "initial": jarvis_structure(e["atoms_ini"], e["sys_name"]),
+                          "final": jarvis_structure(e["atoms_fin"], e["sys_name"]), "target": float(e["target"])}
+                         for e in entries])
+
+
+def load_migration_tabulation() -> pd.DataFrame:
+    """The workbook's COMPLETE-TABUATION sheet (619 pathways): class, composition, XC functional,
+    crystal system, space group, path info, ``sys_name``, Em (eV) and the MACE-MP-0 baselines
+    ``MACE-RELAX`` / ``MACE-NO-RELAX`` (eV; for comparison only — never as model input)."""
+    return pd.read_excel(fetch(f"{MIGRATION_DIR}/TABULATION-GIT-HUB.xlsx"), sheet_name="COMPLETE-TABUATION")

@@ -70,9 +70,9 @@ def _as_structure(obj, entry):
     if isinstance(obj, Structure):
         return obj
     if isinstance(obj, dict):
-        from .data import jarvis_to_structure
+        from .data import jarvis_structure
 
-        return jarvis_to_structure(obj, entry)
+        return jarvis_structure(obj, entry)
     try:
         from ase import Atoms
         from pymatgen.io.ase import AseAtomsAdaptor

@@ -171,3 +171,224 @@ def train_mtp(frames: list, level: int = 8, max_dist: float = 5.0, radial_basis_
             trainer.train(frames)
         write_mtp(workdir / "final.mtp", mtp_data, legacy=True)  # legacy layout: readable by motep and mlip-2
     return MTPCalculator(mtp_data, engine=engine)
+
+
+# --------------------------------------------------------------------------------------------
+# Equivariant message-passing potentials: MACE and NequIP models, one small training loop
+# --------------------------------------------------------------------------------------------
+# The libraries build the models and their ASE calculators; the loss and the loop are written
+# here in plain PyTorch so that the lesson can show them. Stresses everywhere follow ASE:
+# Voigt order, eV/Å³, positive = tensile, σ = (1/V) ∂E/∂ε.
+
+
+def reference_energies(frames: list) -> dict[str, float]:
+    """Per-element energies E0 (eV/atom) from a least-squares fit of the total energies of ``frames``.
+
+    The model then learns only E − Σ E0, which is of order meV/atom instead of eV/atom.
+    """
+    species = sorted({s for a in frames for s in a.get_chemical_symbols()}, key=atomic_numbers.get)
+    counts = np.array([[a.get_chemical_symbols().count(s) for s in species] for a in frames], dtype=float)
+    energies = np.array([a.get_potential_energy() for a in frames])
+    e0, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return dict(zip(species, e0.tolist()))
+
+
+def _avg_num_neighbors(frames: list, r_max: float) -> float:
+    from ase.neighborlist import neighbor_list
+
+    return float(np.mean([len(neighbor_list("i", a, r_max)) / len(a) for a in frames]))
+
+
+def mace_model(frames: list, r_max: float = 5.0, channels: int = 16, max_L: int = 0,
+               num_interactions: int = 2, correlation: int = 2, seed: int = 0):
+    """An untrained MACE model (mace-torch) for the elements of ``frames``, float64.
+
+    ``r_max`` is the cutoff (Å); each atom sees ``num_interactions`` × r_max through message
+    passing. ``channels`` and ``max_L`` set the hidden features ``channels × 0e (+ 1o + ...)``,
+    ``correlation`` the body order of each message (2 = three-body). E0s from :func:`reference_energies`.
+    """
+    import torch
+    from e3nn import o3
+    from mace import modules
+
+    torch.manual_seed(seed)
+    torch.set_default_dtype(torch.float64)
+    e0 = reference_energies(frames)
+    zs = [atomic_numbers[s] for s in e0]
+    hidden = "+".join(f"{channels}x{L}{'e' if L % 2 == 0 else 'o'}" for L in range(max_L + 1))
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    return modules.MACE(
+        r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=2,
+        interaction_cls=block, interaction_cls_first=block, num_interactions=num_interactions,
+        num_elements=len(zs), hidden_irreps=o3.Irreps(hidden), MLP_irreps=o3.Irreps("16x0e"),
+        atomic_energies=np.array(list(e0.values())), avg_num_neighbors=_avg_num_neighbors(frames, r_max),
+        atomic_numbers=zs, correlation=correlation, gate=torch.nn.functional.silu,
+    )
+
+
+def nequip_model(frames: list, r_max: float = 5.0, features: int = 16, l_max: int = 1,
+                 num_layers: int = 2, seed: int = 0):
+    """An untrained NequIP model (nequip 0.19) for the elements of ``frames``, float64.
+
+    ``r_max`` is the cutoff (Å), ``features`` the channels per irrep up to ``l_max``,
+    ``num_layers`` the interaction layers. Per-type energy shifts from :func:`reference_energies`,
+    scales from the force RMS (eV/Å). Note: nequip sets torch's global default dtype to float64.
+    """
+    import torch
+    from nequip.model import NequIPGNNModel
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state(allow_tf32=False)
+    torch.manual_seed(seed)
+    e0 = reference_energies(frames)
+    force_rms = float(np.sqrt(np.mean(np.concatenate([a.get_forces().ravel() ** 2 for a in frames]))))
+    return NequIPGNNModel(
+        seed=seed, model_dtype="float64", type_names=list(e0), r_max=r_max, num_layers=num_layers,
+        l_max=l_max, parity=False, num_features=features, radial_mlp_depth=1, radial_mlp_width=32,
+        avg_num_neighbors=_avg_num_neighbors(frames, r_max),
+        per_type_energy_shifts=e0, per_type_energy_scales={s: force_rms for s in e0},
+    )
+
+
+def _is_mace(model) -> bool:
+    from mace.modules import MACE
+
+    return isinstance(model, MACE)
+
+
+def _nequip_transforms(model) -> list:
+    from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
+
+    meta = model.metadata
+    return [ChemicalSpeciesToAtomTypeMapper(model_type_names=meta["type_names"].split(" ")),
+            NeighborListTransform(r_max=float(meta["r_max"]))]
+
+
+def _graphs(model, frames: list) -> list:
+    """One library input graph per frame (positions, cell, neighbour list) for ``model``."""
+    if _is_mace(model):
+        from mace import data as mace_data
+        from mace import tools
+
+        z_table = tools.AtomicNumberTable([int(z) for z in model.atomic_numbers])
+        configs = mace_data.config_from_atoms_list(
+            [a.copy() for a in frames], key_specification=mace_data.KeySpecification.from_defaults())
+        return [mace_data.AtomicData.from_config(c, z_table=z_table, cutoff=float(model.r_max)) for c in configs]
+    from nequip.data import from_ase
+
+    transforms = _nequip_transforms(model)
+    graphs = []
+    for a in frames:
+        g = from_ase(a.copy())  # the copy drops the reference calculator: inputs only
+        for t in transforms:
+            g = t(g)
+        graphs.append(g)
+    return graphs
+
+
+def _forward(model, graphs: list, training: bool):
+    """Energies (n,), forces (Σatoms, 3) and stresses (n, 3, 3) in eV, eV/Å, eV/Å³ for a batch of graphs."""
+    if _is_mace(model):
+        from mace.tools.torch_geometric import Batch
+
+        batch = Batch.from_data_list(graphs)
+        out = model(batch.to_dict(), training=training, compute_force=True, compute_stress=True)
+        return out["energy"], out["forces"], out["stress"]
+    from nequip.data import AtomicDataDict
+
+    out = model(AtomicDataDict.batched_from_list(graphs))
+    return (out[AtomicDataDict.TOTAL_ENERGY_KEY].view(-1), out[AtomicDataDict.FORCE_KEY],
+            out[AtomicDataDict.STRESS_KEY].view(-1, 3, 3))
+
+
+def train_potential(model, frames: list, epochs: int = 50, lr: float = 5e-3, batch_size: int = 4,
+                    weights: dict | None = None, val_frames: list | None = None, seed: int = 0,
+                    progress: bool = True) -> list[dict]:
+    """Fit a MACE or NequIP ``model`` to ``frames`` with Adam; returns the per-epoch history.
+
+    Loss per batch = w_E ⟨(ΔE/N)²⟩ + w_F ⟨|ΔF|²⟩ + w_S ⟨|Δσ|²⟩ with E in eV, F in eV/Å, σ in GPa;
+    ``weights`` default to {"energy": 100, "forces": 10, "stress": 0.01}. With ``val_frames`` the
+    weights of the epoch with the lowest validation loss are kept (early-stopping style).
+    History entries: epoch, loss (training), val_loss (or None).
+    """
+    import torch
+    from ase.units import GPa
+    from tqdm.auto import tqdm
+
+    w = {"energy": 100.0, "forces": 10.0, "stress": 0.01, **(weights or {})}
+    if not frames:
+        raise ValueError("no training frames")
+
+    def prepare(fs):
+        graphs = _graphs(model, fs)
+        refs = [(torch.tensor(a.get_potential_energy()), len(a), torch.tensor(a.get_forces()),
+                 torch.tensor(a.get_stress(voigt=False) / GPa)) for a in fs]
+        return graphs, refs
+
+    def batch_loss(graphs, refs, training):
+        energy, forces, stress = _forward(model, graphs, training)
+        n = torch.tensor([r[1] for r in refs], dtype=energy.dtype)
+        e_ref = torch.stack([r[0] for r in refs]).to(energy.dtype)
+        f_ref = torch.cat([r[2] for r in refs]).to(energy.dtype)
+        s_ref = torch.stack([r[3] for r in refs]).to(energy.dtype)
+        return (w["energy"] * torch.mean(((energy - e_ref) / n) ** 2)
+                + w["forces"] * torch.mean(torch.sum((forces - f_ref) ** 2, dim=1))
+                + w["stress"] * torch.mean((stress / GPa - s_ref) ** 2))
+
+    train_graphs, train_refs = prepare(frames)
+    val = prepare(val_frames) if val_frames else None
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=lr / 20)
+    history, best = [], (float("inf"), None)
+    bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(frames), generator=generator).tolist()
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            optimizer.zero_grad()
+            loss = batch_loss([train_graphs[i] for i in idx], [train_refs[i] for i in idx], True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        scheduler.step()
+        entry = {"epoch": epoch, "loss": total / len(frames), "val_loss": None}
+        if val:
+            model.eval()
+            entry["val_loss"] = float(batch_loss(*val, False).detach())
+            if entry["val_loss"] < best[0]:
+                best = (entry["val_loss"], copy.deepcopy(model.state_dict()))
+        history.append(entry)
+        bar.set_postfix(loss=f"{entry['loss']:.4g}")
+    if best[1] is not None:
+        model.load_state_dict(best[1])
+    model.eval()
+    return history
+
+
+def calculator(model):
+    """The library's own ASE calculator for a trained MACE or NequIP model (energy, forces, stress)."""
+    model.eval()
+    if _is_mace(model):
+        from mace.calculators import MACECalculator
+
+        return MACECalculator(models=model, device="cpu", default_dtype="float64")
+    from nequip.integrations.ase import NequIPCalculator
+
+    return NequIPCalculator(model, device="cpu", transforms=_nequip_transforms(model))
+
+
+def error_table(calculators: dict, frames: list) -> "pd.DataFrame":
+    """Test errors of each ASE calculator on ``frames`` (reference values on their calculators).
+
+    One row per calculator: energy MAE and RMSE (meV/atom), force MAE and RMSE over components
+    (eV/Å), stress RMSE over Voigt components (GPa) — :func:`mlcourse.foundation.errors`.
+    """
+    import pandas as pd
+
+    from .foundation import errors, labels, predict
+
+    reference = labels(frames)
+    return pd.DataFrame({name: errors(predict(calc, frames), reference) for name, calc in calculators.items()}).T

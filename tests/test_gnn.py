@@ -227,5 +227,5 @@ def test_transfer_learning_loader_and_registry_names():
         data.transfer_file("fe", "test")
     with pytest.raises(ValueError, match="sizes 10, 100"):
         data.transfer_file("gv", "ft", size=50)
-    with pytest.raises(ValueError, match="entry 'x': malformed JARVIS"):
-        data.jarvis_to_structure({"elements": ["Na"]}, "x")
+    with pytest.raises(ValueError, match=r"structure 'pz:1': needs the keys"):
+        gnn.build_dataset([{"elements": ["Na"]}], [0.0], ids=["pz:1"])

@@ -154,3 +154,102 @@ def test_tiny_mtp_beats_a_constant_energy_per_atom(si_training, tmp_path):
     b = frames[0].copy()
     b.calc = reloaded
     assert b.get_potential_energy() / len(b) == pytest.approx(e_mtp[0], abs=1e-9)
+
+
+# --------------------------------------------------------------------------- MACE / NequIP wrappers
+
+
+def test_reference_energies_solve_a_two_element_fit():
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for n_si, n_ge in [(2, 0), (1, 3), (4, 4), (0, 5)]:
+        a = Atoms(["Si"] * n_si + ["Ge"] * n_ge, positions=np.arange(3 * (n_si + n_ge)).reshape(-1, 3))
+        a.calc = SinglePointCalculator(a, energy=-5.4 * n_si - 4.6 * n_ge)
+        frames.append(a)
+    e0 = potentials.reference_energies(frames)
+    assert list(e0) == ["Si", "Ge"]  # ordered by atomic number
+    assert e0["Si"] == pytest.approx(-5.4) and e0["Ge"] == pytest.approx(-4.6)
+
+
+def _rotated(atoms, rot):
+    out = atoms.copy()
+    out.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
+    out.set_positions(atoms.positions @ rot.T)
+    return out
+
+
+@needs_shared
+@pytest.mark.parametrize("kind", ["mace", "nequip"])
+def test_train_potential_learns_and_its_calculator_is_consistent(si_training, kind):
+    import torch
+    from scipy.spatial.transform import Rotation
+
+    dtype = torch.get_default_dtype()
+    try:
+        frames = [a for a in si_training if a.info["group"] == "AIMD-NVT"][:4]  # 64 atoms, forces ~1 eV/Å
+        build = potentials.mace_model if kind == "mace" else potentials.nequip_model
+        model = build(frames, r_max=4.0, seed=0)
+        history = potentials.train_potential(model, frames, epochs=10, lr=1e-2, batch_size=2,
+                                             val_frames=frames[:2], progress=False)
+        assert [h["epoch"] for h in history] == list(range(1, 11))
+        assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+        assert min(h["val_loss"] for h in history) < history[0]["val_loss"]
+
+        calc = potentials.calculator(model)
+        atoms = frames[0].copy()
+        atoms.calc = calc
+        # stress in ASE's convention (eV/Å³, + = tensile) and forces = -dE/dx, checked by finite differences
+        np.testing.assert_allclose(atoms.get_stress(), calc.calculate_numerical_stress(atoms, d=1e-5), atol=1e-6)
+        np.testing.assert_allclose(atoms.get_forces()[0], calc.calculate_numerical_forces(atoms, d=1e-5)[0], atol=1e-5)
+        # rotating the crystal leaves the energy unchanged and rotates the forces
+        rot = Rotation.random(random_state=3).as_matrix()
+        turned = _rotated(frames[0], rot)
+        turned.calc = calc
+        assert turned.get_potential_energy() == pytest.approx(atoms.get_potential_energy(), abs=1e-8)
+        np.testing.assert_allclose(turned.get_forces(), atoms.get_forces() @ rot.T, atol=1e-8)
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def test_train_potential_rejects_an_empty_training_set():
+    with pytest.raises(ValueError, match="no training frames"):
+        potentials.train_potential(object(), [])
+
+
+@needs_shared
+def test_error_table_is_zero_for_the_reference_and_exact_for_a_shift():
+    from ase.calculators.calculator import Calculator, all_changes
+
+    frames = data.load_mlearn("Si", "test")[:4]
+
+    class Shifted(Calculator):
+        """The DFT values of the frame with the same positions, energy shifted by 10 meV/atom."""
+        implemented_properties = ["energy", "forces", "stress"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            ref = next(f for f in frames if np.array_equal(f.positions, atoms.positions))
+            self.results = {"energy": ref.get_potential_energy() + 0.010 * len(ref),
+                            "forces": ref.get_forces() + 0.1, "stress": ref.get_stress()}
+
+    table = potentials.error_table({"shifted": Shifted()}, frames)
+    row = table.loc["shifted"]
+    assert row["E RMSE (meV/atom)"] == pytest.approx(10.0) and row["E MAE (meV/atom)"] == pytest.approx(10.0)
+    assert row["F RMSE (eV/Å)"] == pytest.approx(0.1) and row["F MAE (eV/Å)"] == pytest.approx(0.1)
+    assert row["S RMSE (GPa)"] == pytest.approx(0.0, abs=1e-12)
+
+
+@needs_shared
+def test_mlearn_frames_round_trip_through_extxyz(tmp_path):
+    """The training files other codes read (nequip-train, mace_run_train) keep E, F and stress exactly."""
+    from ase.io import read, write
+
+    frames = data.load_mlearn("Si", "test")[:3]
+    write(tmp_path / "test.xyz", frames)
+    back = read(tmp_path / "test.xyz", ":")
+    for a, b in zip(frames, back):
+        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-8)
+        np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-8)
+        np.testing.assert_allclose(b.get_stress(), a.get_stress(), atol=1e-10)  # eV/Å³, ASE sign

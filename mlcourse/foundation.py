@@ -1,0 +1,287 @@
+"""Foundation (universal) interatomic potentials: load offline, score, shift, fine-tune, committees.
+
+Energies are per atom (eV/atom, errors in meV/atom), forces in eV/Å (errors per Cartesian
+component, as in Zuo et al., J. Phys. Chem. A 124, 731 (2020)), stresses in ASE's Voigt order and
+sign (+ = tensile; eV/Å³ inside, errors in GPa). Reference data are ASE Atoms whose calculator
+holds the DFT labels, e.g. from :func:`mlcourse.data.load_mlearn`.
+
+CHGNet 0.3.0 and SevenNet-0 ship their weights inside their wheels; MACE-MP-0 is used only when
+its checkpoint is already in the user cache (``~/.cache/mace``): :func:`mace_mp_calculator` never
+downloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from ase.units import GPa
+
+ERROR_COLUMNS = ["E MAE (meV/atom)", "E RMSE (meV/atom)", "F MAE (eV/Å)", "F RMSE (eV/Å)", "S RMSE (GPa)"]
+
+
+# --------------------------------------------------------------------------- loading models
+
+
+def chgnet_calculator(model=None):
+    """ASE calculator of CHGNet (default: the pretrained 0.3.0 weights from the wheel) on the CPU."""
+    from chgnet.model import CHGNet
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    if model is None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return CHGNetCalculator(model=model, use_device="cpu")
+
+
+def sevennet_calculator():
+    """ASE calculator of SevenNet-0 (11 Jul 2024 weights, from the ``sevenn`` wheel) on the CPU."""
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # sevenn's checkpoints need full unpickling
+    from sevenn.calculator import SevenNetCalculator
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No tensor product accelerator")
+        return SevenNetCalculator("7net-0", device="cpu")
+
+
+def mace_mp_checkpoint(model: str = "medium") -> Path:
+    """Where ``mace.calculators.mace_mp`` caches the MACE-MP-0 checkpoint ``model`` (may not exist)."""
+    with contextlib.redirect_stdout(io.StringIO()):  # mace prints a note about cuequivariance on import
+        from mace.calculators.foundations_models import mace_mp_urls
+        from mace.tools.utils import get_cache_dir
+
+    if model not in mace_mp_urls:
+        raise ValueError(f"unknown MACE-MP model {model!r}; choose one of {sorted(mace_mp_urls)}")
+    return Path(get_cache_dir()) / os.path.basename(mace_mp_urls[model])
+
+
+def mace_mp_calculator(model: str = "medium"):
+    """MACE-MP-0 calculator from the user cache, or None (with a one-line message) if it is not there.
+
+    Never downloads: the checkpoint is loaded from its cached path only.
+    """
+    path = mace_mp_checkpoint(model)
+    if not path.is_file():
+        print(f"MACE-MP-0 ({model}) skipped: no checkpoint at {path} (this course never downloads it; "
+              f"run `mace_mp(model='{model}')` once online to cache it)")
+        return None
+    from mace.calculators import mace_mp
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mace_mp(model=str(path), device="cpu", default_dtype="float64")
+
+
+# --------------------------------------------------------------------------- predictions and errors
+
+
+def labels(frames: list) -> dict:
+    """The reference labels of ``frames``: ``energy`` (eV/atom), ``forces`` (all atoms stacked, eV/Å),
+    ``stress`` (n×6, eV/Å³), ``symbols`` (list of per-frame symbol lists)."""
+    if not frames:
+        raise ValueError("no frames given")
+    for i, a in enumerate(frames):
+        if a.calc is None:
+            raise ValueError(f"frame {i} ({a.get_chemical_formula()}) has no calculator with reference labels")
+    return _collect(frames, frames)
+
+
+def predict(calc, frames: list, progress: bool = False, desc: str | None = None) -> dict:
+    """Energies (eV/atom), forces (eV/Å) and stresses (eV/Å³) of ``calc`` on copies of ``frames``,
+    in the layout of :func:`labels`. ``progress`` shows a tqdm bar."""
+    if not frames:
+        raise ValueError("no frames given")
+    copies = []
+    it = frames
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(frames, desc=desc, leave=False)
+    for a in it:
+        b = a.copy()  # drops the reference calculator
+        b.calc = calc
+        b.get_potential_energy(), b.get_forces(), b.get_stress()
+        copies.append(b)
+    return _collect(copies, frames)
+
+
+def _collect(evaluated: list, frames: list) -> dict:
+    return {
+        "energy": np.array([a.get_potential_energy() / len(a) for a in evaluated]),
+        "forces": np.concatenate([a.get_forces() for a in evaluated]),
+        "stress": np.array([a.get_stress() for a in evaluated]),
+        "symbols": [a.get_chemical_symbols() for a in frames],
+    }
+
+
+def fit_energy_offset(pred: dict, ref: dict) -> dict[str, float]:
+    """Per-element energy offsets (eV/atom) that, added to ``pred``, minimise the per-atom energy
+    RMSE against ``ref`` (least squares on the composition fractions). Fit on TRAINING data only."""
+    elements = sorted({s for syms in ref["symbols"] for s in syms})
+    x = np.array([[syms.count(e) / len(syms) for e in elements] for syms in ref["symbols"]])
+    coef, *_ = np.linalg.lstsq(x, ref["energy"] - pred["energy"], rcond=None)
+    return {e: float(c) for e, c in zip(elements, coef)}
+
+
+def apply_offset(pred: dict, offset: dict[str, float]) -> dict:
+    """A copy of ``pred`` with per-atom energies shifted by the per-element ``offset`` (eV/atom)."""
+    missing = {s for syms in pred["symbols"] for s in syms} - set(offset)
+    if missing:
+        raise ValueError(f"no energy offset for element(s) {sorted(missing)}")
+    shift = np.array([np.mean([offset[s] for s in syms]) for syms in pred["symbols"]])
+    return {**pred, "energy": pred["energy"] + shift}
+
+
+def errors(pred: dict, ref: dict) -> dict:
+    """MAE and RMSE of energy (meV/atom) and forces (eV/Å, per component), RMSE of stress (GPa)."""
+    if len(pred["energy"]) != len(ref["energy"]) or pred["forces"].shape != ref["forces"].shape:
+        raise ValueError(f"predictions ({len(pred['energy'])} frames, {pred['forces'].shape} forces) do not match "
+                         f"the reference ({len(ref['energy'])} frames, {ref['forces'].shape} forces)")
+    de = 1000 * (pred["energy"] - ref["energy"])
+    df = (pred["forces"] - ref["forces"]).ravel()
+    ds = (pred["stress"] - ref["stress"]).ravel() / GPa
+    return dict(zip(ERROR_COLUMNS, [float(np.mean(np.abs(de))), float(np.sqrt(np.mean(de**2))),
+                                    float(np.mean(np.abs(df))), float(np.sqrt(np.mean(df**2))),
+                                    float(np.sqrt(np.mean(ds**2)))]))
+
+
+def error_report(pred: dict, ref: dict) -> pd.DataFrame:
+    """mlip-2-style error report (``mlp calc-errors``): max, average and RMS absolute difference of
+    energy per atom (meV/atom), force components (eV/Å) and stress components (GPa)."""
+    diffs = {
+        "Energy per atom (meV/atom)": 1000 * (pred["energy"] - ref["energy"]),
+        "Forces (eV/Å)": (pred["forces"] - ref["forces"]).ravel(),
+        "Stresses (GPa)": (pred["stress"] - ref["stress"]).ravel() / GPa,
+    }
+    counts = [f"{len(ref['energy'])} configurations", f"{len(ref['forces'])} atoms", f"{len(ref['energy'])} configurations"]
+    rows = {k: {"checked for": n, "Maximal absolute difference": np.abs(d).max(),
+                "Average absolute difference": np.abs(d).mean(), "RMS absolute difference": np.sqrt(np.mean(d**2))}
+            for (k, d), n in zip(diffs.items(), counts)}
+    return pd.DataFrame(rows).T
+
+
+# --------------------------------------------------------------------------- symmetry check
+
+
+def random_rotation(seed: int = 0) -> np.ndarray:
+    """A random proper rotation matrix (3×3, det +1)."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def rotation_check(calc, atoms, rotation: np.ndarray) -> tuple[float, float]:
+    """Rotate ``atoms`` (cell and positions) by ``rotation``; return |ΔE| (eV) and the largest
+    deviation (eV/Å) of the rotated structure's forces from the rotated original forces."""
+    a = atoms.copy()
+    a.calc = calc
+    e0, f0 = a.get_potential_energy(), a.get_forces().copy()
+    b = atoms.copy()
+    b.set_cell(atoms.cell[:] @ rotation.T, scale_atoms=False)
+    b.positions = atoms.positions @ rotation.T
+    b.calc = calc
+    return abs(b.get_potential_energy() - e0), float(np.abs(b.get_forces() - f0 @ rotation.T).max())
+
+
+# --------------------------------------------------------------------------- committees
+
+
+def committee_disagreement(calcs: list, frames: list) -> np.ndarray:
+    """Per frame: the largest (over atoms) norm of the committee's force standard deviation (eV/Å).
+
+    Zero when all members agree; needs at least two calculators.
+    """
+    if len(calcs) < 2:
+        raise ValueError(f"a committee needs at least 2 members, got {len(calcs)}")
+    forces = np.stack([predict(c, frames)["forces"] for c in calcs])  # (members, atoms, 3)
+    spread = np.linalg.norm(forces.std(axis=0), axis=1)
+    ends = np.cumsum([len(a) for a in frames])
+    return np.array([s.max() for s in np.split(spread, ends[:-1])])
+
+
+def committee_mean(preds: list[dict]) -> dict:
+    """The average of several :func:`predict` results (the committee's prediction)."""
+    return {k: (preds[0][k] if k == "symbols" else np.mean([p[k] for p in preds], axis=0)) for k in preds[0]}
+
+
+def bootstrap_indices(n: int, size: int, seed: int) -> np.ndarray:
+    """``size`` distinct indices out of ``range(n)``, drawn with a seeded generator."""
+    if not 0 < size <= n:
+        raise ValueError(f"need 0 < size <= n, got size={size}, n={n}")
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def maxvol_grades(mtp_calc, train_frames: list, frames: list, seed: int = 0) -> np.ndarray:
+    """MTP extrapolation grade of each of ``frames`` (dimensionless; > 1 = extrapolating).
+
+    motep's ``Grader`` (the maxvol active set of Podryabinkin and Shapeev, Comput. Mater. Sci. 140,
+    171 (2017); mlip-2's ``mlp calc-grade``) selects the most linearly independent rows of the energy
+    Jacobian of ``train_frames`` and grades each frame by its largest expansion coefficient in them.
+    ``mtp_calc`` is a calculator from :func:`mlcourse.potentials.train_mtp` or ``load_mtp``.
+    """
+    from motep.grade.grader import Grader
+
+    grader = Grader(mtp_calc.engine.mtp_data, rng=np.random.default_rng(seed), mode="configuration")
+    grader.update(train_frames)
+    return np.array([a.calc.results["MV_grade"] for a in grader.grade(frames)])
+
+
+# --------------------------------------------------------------------------- fine-tuning CHGNet
+
+
+def chgnet_dataset(frames: list, shuffle: bool = False):
+    """chgnet ``StructureData`` from ASE Atoms with DFT labels.
+
+    CHGNet wants energies per atom (eV/atom), forces (eV/Å) and the stress as VASP prints it
+    (kBar, + = compressive): its loader multiplies by -0.1 to get GPa with + = tensile.
+    """
+    from chgnet.data.dataset import StructureData
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    ref = labels(frames)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return StructureData(
+            structures=[AseAtomsAdaptor.get_structure(a) for a in frames],
+            energies=list(ref["energy"]),
+            forces=[a.get_forces() for a in frames],
+            stresses=[-10 * a.get_stress(voigt=False) / GPa for a in frames],
+            structure_ids=list(range(len(frames))),
+            shuffle=shuffle,
+        )
+
+
+def finetune_chgnet(train_frames: list, val_frames: list, epochs: int = 3, batch_size: int = 2,
+                    learning_rate: float = 3e-4, seed: int = 0, train_composition_model: bool = True):
+    """Fine-tune pretrained CHGNet 0.3.0 with chgnet's own ``Trainer`` on energy, forces and stress.
+
+    ``train_composition_model`` refits CHGNet's per-element reference energies (AtomRef), the
+    learnable version of a per-atom energy offset. Returns (model, history) where history has
+    per-epoch train/val MAEs (e: eV/atom, f: eV/Å, s: GPa). Never give it test frames.
+    """
+    import torch
+    from chgnet.data.dataset import get_loader
+    from chgnet.model import CHGNet
+    from chgnet.trainer import Trainer
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
+        train_loader = get_loader(chgnet_dataset(train_frames), batch_size=batch_size, pin_memory=False)
+        val_loader = get_loader(chgnet_dataset(val_frames), batch_size=batch_size, pin_memory=False)
+        trainer = Trainer(model, targets="efs", optimizer="Adam", scheduler="CosLR", criterion="MSE",
+                          epochs=epochs, learning_rate=learning_rate, use_device="cpu", print_freq=10**6,
+                          torch_seed=seed, data_seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.train(train_loader, val_loader, save_dir="", train_composition_model=train_composition_model)
+    model = trainer.model
+    model.eval()
+    return model, {k: dict(v) for k, v in trainer.training_history.items()}
