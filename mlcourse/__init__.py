@@ -3,7 +3,8 @@
 Modules: ``data`` (offline dataset registry and loaders), ``results`` (recorded metrics),
 ``runner`` (papermill execution with time and memory), ``check`` (exercise auto-checks),
 ``student`` (student copies), ``plots``, and one module per lesson family
-(``representations``, ``regression``, ``lattice``).
+(``representations``, ``regression``, ``lattice``, ``potentials``, ``foundation``, ``gnn``,
+``migration``).
 """
 
 __version__ = "0.1.0"

@@ -385,6 +385,55 @@ def load_cuau() -> pd.DataFrame:
     return df
 
 
+# --------------------------------------------------------------------------- transfer learning
+
+TRANSFER_DIR = "transfer_learning/transfer-learning-material-properties"
+TRANSFER_PROPERTIES = ("fe", "bg", "gv", "ph", "dc", "pz", "ebg")
+TRANSFER_TEST = ("dc", "ebg", "gv", "ph", "pz")  # bg and fe have no test set upstream
+TRANSFER_PT = ("bg", "fe")  # the 1000-entry pre-training sets (5k-100k not available)
+
+
+def transfer_file(prop: str, split: str = "ft", size: int = 800, trial: int = 1) -> str:
+    """Registry name of a transfer-learning file of Devi et al. (2024).
+
+    ``split``: ``"ft"`` (fine-tuning trial files, sizes 10/100/200/500/800, trials 1-5), ``"pt"``
+    (the 1000-entry pre-training sets, bg and fe only) or ``"test"`` (dc, ebg, gv, ph, pz only).
+    """
+    if prop not in TRANSFER_PROPERTIES:
+        raise KeyError(f"unknown property {prop!r}; known: {', '.join(TRANSFER_PROPERTIES)}")
+    if split == "ft":
+        if size not in (10, 100, 200, 500, 800) or trial not in range(1, 6):
+            raise ValueError(f"FT sets come in sizes 10, 100, 200, 500, 800 and trials 1-5, not {size}/{trial}")
+        return f"{TRANSFER_DIR}/PAIR-WISE/DATA-JSON-TRIAL-RUNS/{prop}/{prop}_trial{trial}_{size}.json"
+    if split == "pt":
+        if prop not in TRANSFER_PT:
+            raise ValueError(f"only {TRANSFER_PT} have a pre-training set here, not {prop!r}")
+        return f"{TRANSFER_DIR}/PAIR-WISE/DATA-JSON-TRIAL-RUNS/{prop}/{prop}_1000_std_clean.json"
+    if split == "test":
+        if prop not in TRANSFER_TEST:
+            raise ValueError(f"only {TRANSFER_TEST} have a test set upstream, not {prop!r}")
+        return f"{TRANSFER_DIR}/MULTI-PROPERTY/SEPARATE-HEAD-FT/DATA-JSON-MULTI-PROP/{prop}/mp-{prop}-multi-test.json"
+    raise ValueError(f"split must be 'ft', 'pt' or 'test', not {split!r}")
+
+
+def load_transfer_learning(prop: str, split: str = "ft", size: int = 800, trial: int = 1) -> pd.DataFrame:
+    """One transfer-learning set as a DataFrame: ``jid``, ``target`` (min-max scaled to [-1, 1],
+    dimensionless; see ``mlcourse.gnn.PROPERTY_SCALES`` for the inverse) and ``structure`` (pymatgen).
+
+    Arguments as in :func:`transfer_file`. Raises ValueError naming the jid of a NaN target or a
+    malformed structure.
+    """
+    name = transfer_file(prop, split, size, trial)
+    with open(fetch(name)) as fh:
+        entries = json.load(fh)
+    df = pd.DataFrame({"jid": [e["jid"] for e in entries],
+                       "target": [e["target"][0] if isinstance(e["target"], list) else e["target"] for e in entries]})
+    df.index = pd.Index([f"{prop}:{j}" for j in df["jid"]], name="id")
+    df["target"] = check_targets(df["target"])
+    df["structure"] = [jarvis_structure(e["atoms"], f"{name} jid {e['jid']}") for e in entries]
+    return df
+
+
 # --------------------------------------------------------------------------- JARVIS-style structures
 
 _JARVIS_KEYS = ("lattice_mat", "coords", "elements", "cartesian")

@@ -291,8 +291,11 @@ def test_nequip_trains_tiny_model(si_frames, torch_env, no_network):
     from nequip.train import EnergyForceLoss
     from nequip.utils.global_state import set_global_state
 
-    # Mandatory before building models; sets the global default dtype to float64 and seeds.
+    # Mandatory before building models; sets the global default dtype to float64 and seeds, but only
+    # on its first call in a process: a test that ran NequIP earlier (test_potentials) and restored
+    # float32 leaves it a no-op, so set float64 here too (torch_env restores the old dtype afterwards).
     set_global_state(allow_tf32=False)
+    torch.set_default_dtype(torch.float64)
     torch.manual_seed(SEED)
 
     type_names = ["Si"]

@@ -1,0 +1,541 @@
+"""Lessons 05-06 family: crystal graph convolutional networks (CGCNN) and transfer learning.
+
+Built on torch-geometric only (no compiled torch-scatter/torch-cluster): the convolution is
+``torch_geometric.nn.CGConv`` (Xie & Grossman, PRL 120, 145301 (2018), eq. 5), pooling is
+``global_mean_pool``. Periodic neighbour lists come from pymatgen.
+
+Three calls for an instructor's own (structure, target) pairs::
+
+    graphs = gnn.build_dataset(structures, targets)          # targets in any unit, e.g. eV/atom
+    model, history = gnn.train_from_scratch(graphs[:800])    # 10 % of it held out for early stopping
+    gnn.evaluate(model, graphs[800:])                        # {'mae', 'rmse', 'r2', 'n'} in that unit
+
+Transfer learning (Devi, Butler, Sai Gautam, npj Comput. Mater. 10, 300 (2024)): :func:`pretrain`
+on one property, or on several at once with one output head per property and the masked L1 loss
+(multi-property pre-training, MPT); then :func:`fine_tune` with one of :data:`STRATEGIES`.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+from torch_geometric.nn import CGConv, global_mean_pool
+from torch_geometric.utils import scatter
+
+# Inverse of the min-max scaling of the transfer-learning targets, y = (t + 1)/2 (y_max - y_min) + y_min
+# (../shared/data/README.md, section 2). dc and pz: constants unknown, so errors stay in scaled units.
+PROPERTY_SCALES = {
+    "bg": (0.0, 9.7212, "eV"),
+    "fe": (-4.612092007715515, 2.4995497873022234, "eV/atom"),
+    "gv": (0.0, 2.718501688867274, "log10(GPa)"),
+    "ph": (59.585774323706815, 3643.743437099969, "cm^-1"),
+    "ebg": (0.0, 11.7, "eV"),  # inferred, not documented upstream
+}
+STRATEGIES = ("all", "new_head", "last_layer", "conv")
+
+
+def to_physical(prop: str, scaled) -> np.ndarray:
+    """Scaled targets in [-1, 1] of property ``prop`` back in physical units (see PROPERTY_SCALES)."""
+    if prop not in PROPERTY_SCALES:
+        raise KeyError(f"no inverse scaling known for {prop!r}; known: {', '.join(PROPERTY_SCALES)}")
+    lo, hi, _ = PROPERTY_SCALES[prop]
+    return (np.asarray(scaled, dtype=float) + 1.0) / 2.0 * (hi - lo) + lo
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+def _as_structure(obj, entry):
+    from pymatgen.core import Structure
+
+    if isinstance(obj, Structure):
+        return obj
+    if isinstance(obj, dict):
+        from .data import jarvis_structure
+
+        return jarvis_structure(obj, entry)
+    try:
+        from ase import Atoms
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        if isinstance(obj, Atoms):
+            return AseAtomsAdaptor.get_structure(obj)
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"entry {entry!r}: expected a pymatgen Structure, ASE Atoms or JARVIS dict, got {type(obj).__name__}")
+
+
+def structure_to_graph(structure, target=None, cutoff: float = 8.0, max_neighbors: int = 12,
+                       entry: object = None) -> Data:
+    """Periodic crystal graph: atoms are nodes (``z``, atomic numbers), each atom receives edges from its
+    ``max_neighbors`` nearest neighbours within ``cutoff`` (Å, periodic images included); ``edge_dist``
+    holds their distances (Å). ``y`` is the target as a (1, n_tasks) float tensor (NaN = missing).
+
+    Raises ValueError naming ``entry`` and the site when an atom has no neighbour within the cutoff.
+    """
+    s = _as_structure(structure, entry)
+    if len(s) == 0:
+        raise ValueError(f"entry {entry!r}: structure has no atoms")
+    center, neighbor, _, dist = s.get_neighbor_list(r=cutoff)
+    order = np.lexsort((dist, center))
+    center, neighbor, dist = center[order], neighbor[order], dist[order]
+    counts = np.bincount(center, minlength=len(s))
+    if (counts == 0).any():
+        i = int(np.flatnonzero(counts == 0)[0])
+        raise ValueError(f"entry {entry!r}: site {i} ({s[i].species_string}) has no neighbour within the "
+                         f"cutoff of {cutoff} Å; increase the cutoff or check the structure")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(center)) - np.repeat(starts, counts)
+    keep = rank < max_neighbors
+    y = torch.full((1, 1), float("nan")) if target is None else torch.as_tensor(
+        np.atleast_1d(np.asarray(target, dtype=np.float32)), dtype=torch.float32).reshape(1, -1)
+    return Data(z=torch.as_tensor([site.specie.Z for site in s], dtype=torch.long),
+                edge_index=torch.as_tensor(np.stack([neighbor[keep], center[keep]]), dtype=torch.long),
+                edge_dist=torch.as_tensor(dist[keep], dtype=torch.float32), y=y, num_nodes=len(s))
+
+
+def build_dataset(structures: Sequence, targets, cutoff: float = 8.0, max_neighbors: int = 12,
+                  ids: Sequence | None = None, allow_missing: bool = False, skip_isolated: bool = False,
+                  progress: bool = False) -> list[Data]:
+    """Crystal graphs of (structure, target) pairs, ready for :func:`train_from_scratch`.
+
+    ``structures``: pymatgen Structures, ASE Atoms or JARVIS dicts. ``targets``: shape (n,) or
+    (n, n_tasks), any unit (the model learns in that unit). ``cutoff`` in Å. ``ids`` name the entries
+    in error messages (default: their positions). NaN targets raise ValueError naming the entry,
+    unless ``allow_missing`` (multi-property data, where NaN marks a missing property; a row with
+    no property at all still raises).
+
+    A structure with an atom that has no neighbour within ``cutoff`` raises ValueError naming it;
+    with ``skip_isolated=True`` such structures are left out with a warning that names each one.
+    Every graph carries ``entry`` (its id) so that results can be joined back.
+    """
+    targets = np.asarray(targets, dtype=float)
+    if targets.ndim == 1:
+        targets = targets[:, None]
+    if len(structures) != len(targets):
+        raise ValueError(f"{len(structures)} structures but {len(targets)} targets")
+    if len(structures) == 0:
+        raise ValueError("empty dataset: no structures given")
+    ids = list(range(len(structures))) if ids is None else list(ids)
+    nan = np.isnan(targets)
+    bad = np.flatnonzero(nan.all(axis=1) if allow_missing else nan.any(axis=1))
+    if len(bad):
+        shown = ", ".join(repr(ids[i]) for i in bad[:5])
+        raise ValueError(f"{len(bad)} target(s) are NaN (entries {shown}); remove or fill them")
+    it = zip(ids, structures, targets)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, total=len(ids), desc="graphs")
+    graphs, skipped = [], []
+    for i, s, t in it:
+        try:
+            g = structure_to_graph(s, t, cutoff, max_neighbors, entry=i)
+        except ValueError as exc:
+            if not (skip_isolated and "no neighbour within" in str(exc)):
+                raise
+            skipped.append(str(i))
+            continue
+        g.entry = str(i)
+        graphs.append(g)
+    if skipped:
+        warnings.warn(f"left out {len(skipped)} structure(s) with an atom that has no neighbour within "
+                      f"{cutoff} Å: {', '.join(skipped)}", stacklevel=2)
+    if not graphs:
+        raise ValueError("no structure left after leaving out isolated atoms")
+    return graphs
+
+
+def split_dataset(dataset: Sequence[Data], val_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:
+    """Random (train, validation) split; ValueError if either part would be empty."""
+    n = len(dataset)
+    n_val = int(round(val_fraction * n))
+    if n < 2 or n_val < 1 or n_val >= n:
+        raise ValueError(f"cannot split {n} graph(s) into train and validation with val_fraction={val_fraction}: "
+                         "both parts need at least one graph")
+    perm = np.random.default_rng(seed).permutation(n)
+    return [dataset[i] for i in perm[n_val:]], [dataset[i] for i in perm[:n_val]]
+
+
+def _targets(dataset: Sequence[Data]) -> np.ndarray:
+    return torch.cat([d.y for d in dataset]).numpy()
+
+
+# --------------------------------------------------------------------------- model
+
+
+class FactorisedCGConv(CGConv):
+    """``CGConv`` with the same parameters and the same output, computed faster on CPU.
+
+    The gate and core layers act on z_ij = v_i ⊕ v_j ⊕ u_ij, so W z_ij = W_i v_i + W_j v_j + W_u u_ij:
+    the atom parts are computed once per atom and gathered, instead of once per edge (about 4x fewer
+    multiply-adds with 12 neighbours). ``tests/test_gnn.py`` checks it against ``CGConv.forward``.
+    """
+
+    def forward(self, x, edge_index, edge_attr=None):
+        h = x.size(-1)
+        w = torch.cat([self.lin_f.weight, self.lin_s.weight])  # (2h, 2h + edge_dim)
+        b = torch.cat([self.lin_f.bias, self.lin_s.bias]) if self.lin_f.bias is not None else 0.0
+        src, dst = edge_index
+        pre = (x @ w[:, :h].T)[dst] + (x @ w[:, h:2 * h].T)[src] + b
+        if edge_attr is not None:
+            pre = pre + edge_attr @ w[:, 2 * h:].T
+        gate, core = pre.chunk(2, dim=-1)
+        msg = torch.sigmoid(gate) * F.softplus(core)
+        out = scatter(msg, dst, dim=0, dim_size=x.size(0), reduce="sum")
+        out = out if self.bn is None else self.bn(out)
+        return out + x
+
+
+class CGCNN(nn.Module):
+    """CGCNN: atom embedding, ``n_conv`` CGConv layers (gated, batch-normalised, softplus), mean
+    pooling, a hidden layer and a linear head with one output per task (property).
+
+    Distances are expanded in ``n_gaussians`` Gaussians on [0, cutoff] Å. Outputs are normalised;
+    ``y_mean``/``y_std`` (buffers, target units) turn them back into targets (see :func:`predict`).
+    """
+
+    def __init__(self, n_tasks: int = 1, hidden: int = 64, n_conv: int = 3, fc_hidden: int = 128,
+                 cutoff: float = 8.0, n_gaussians: int = 40, max_z: int = 100, tasks: Sequence[str] | None = None):
+        super().__init__()
+        self.config = dict(n_tasks=n_tasks, hidden=hidden, n_conv=n_conv, fc_hidden=fc_hidden, cutoff=cutoff,
+                           n_gaussians=n_gaussians, max_z=max_z,
+                           tasks=list(tasks) if tasks is not None else [f"task{i}" for i in range(n_tasks)])
+        self.embedding = nn.Embedding(max_z + 1, hidden)
+        self.register_buffer("centers", torch.linspace(0.0, cutoff, n_gaussians))
+        self.width = cutoff / (n_gaussians - 1)
+        self.convs = nn.ModuleList(FactorisedCGConv(hidden, dim=n_gaussians, aggr="add", batch_norm=True) for _ in range(n_conv))
+        self.fc = nn.Linear(hidden, fc_hidden)
+        self.head = nn.Linear(fc_hidden, n_tasks)
+        self.register_buffer("y_mean", torch.zeros(n_tasks))
+        self.register_buffer("y_std", torch.ones(n_tasks))
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.config["tasks"]
+
+    def expand(self, dist: torch.Tensor) -> torch.Tensor:
+        """Gaussian expansion of distances (Å) -> (n_edges, n_gaussians)."""
+        return torch.exp(-((dist[:, None] - self.centers) / self.width) ** 2)
+
+    def features(self, batch) -> torch.Tensor:
+        """Crystal feature vectors (n_graphs, fc_hidden) before the head."""
+        if int(batch.z.max()) > self.config["max_z"]:
+            raise ValueError(f"atomic number {int(batch.z.max())} exceeds max_z={self.config['max_z']}")
+        x = self.embedding(batch.z)
+        e = self.expand(batch.edge_dist)
+        for conv in self.convs:
+            x = F.softplus(conv(x, batch.edge_index, e))
+        pooled = global_mean_pool(x, batch.batch, size=batch.num_graphs)
+        return F.softplus(self.fc(F.softplus(pooled)))
+
+    def forward(self, batch) -> torch.Tensor:
+        """Normalised predictions (n_graphs, n_tasks)."""
+        return self.head(self.features(batch))
+
+    def replace_head(self, n_tasks: int, tasks: Sequence[str] | None = None) -> None:
+        """A freshly initialised head with ``n_tasks`` outputs (normaliser reset)."""
+        self.head = nn.Linear(self.config["fc_hidden"], n_tasks)
+        self.config["n_tasks"] = n_tasks
+        self.config["tasks"] = list(tasks) if tasks is not None else [f"task{i}" for i in range(n_tasks)]
+        self.y_mean = torch.zeros(n_tasks)
+        self.y_std = torch.ones(n_tasks)
+
+
+def mean_pool_teaching(x: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> torch.Tensor:
+    """Teaching version of ``global_mean_pool``: sum node vectors per graph with ``scatter``, divide by counts."""
+    total = scatter(x, batch, dim=0, dim_size=n_graphs, reduce="sum")
+    count = scatter(torch.ones_like(batch, dtype=x.dtype), batch, dim=0, dim_size=n_graphs, reduce="sum")
+    return total / count.clamp(min=1)[:, None]
+
+
+def cgconv_teaching(conv: CGConv, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
+    """Teaching version of ``CGConv.forward`` (Xie & Grossman eq. 5), with the layer's own weights:
+    v_i + BN(Σ_j σ(z_ij W_f + b_f) ⊙ softplus(z_ij W_s + b_s)), z_ij = v_i ⊕ v_j ⊕ u_ij, for edges j → i."""
+    src, dst = edge_index
+    z = torch.cat([x[dst], x[src], edge_attr], dim=-1)
+    msg = torch.sigmoid(conv.lin_f(z)) * F.softplus(conv.lin_s(z))
+    agg = scatter(msg, dst, dim=0, dim_size=x.size(0), reduce="sum")
+    return x + (conv.bn(agg) if conv.bn is not None else agg)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class History:
+    """Per-epoch training loss and validation MAE (normalised units), best epoch, timings (s)."""
+
+    train_loss: list = field(default_factory=list)
+    val_mae: list = field(default_factory=list)
+    best_epoch: int = -1
+    seconds_per_epoch: float = float("nan")
+    stopped_early: bool = False
+
+
+def masked_l1(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L = (1/N) Σ |y_p − y_t| δ with δ = 1 where the property exists (not NaN); N = number of such entries."""
+    mask = ~torch.isnan(y)
+    if not mask.any():
+        return pred.sum() * 0.0
+    return (pred[mask] - y[mask]).abs().mean()
+
+
+def _set_normaliser(model: CGCNN, dataset: Sequence[Data]) -> None:
+    y = _targets(dataset)
+    mean = np.nanmean(y, axis=0)
+    std = np.nanstd(y, axis=0)
+    std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+    model.y_mean = torch.as_tensor(np.nan_to_num(mean), dtype=torch.float32)
+    model.y_std = torch.as_tensor(std, dtype=torch.float32)
+
+
+def _frozen_bn_to_eval(model: CGCNN) -> None:
+    """Batch-norm layers whose weights are frozen keep their pre-trained running statistics."""
+    for conv in model.convs:
+        if conv.bn is not None and not any(p.requires_grad for p in conv.parameters()):
+            conv.bn.eval()
+
+
+def _val_mae(model: CGCNN, loader) -> float:
+    model.eval()
+    errs, n = 0.0, 0
+    with torch.no_grad():
+        for b in loader:
+            y = (b.y - model.y_mean) / model.y_std
+            mask = ~torch.isnan(y)
+            errs += float((model(b)[mask] - y[mask]).abs().sum())
+            n += int(mask.sum())
+    return errs / max(n, 1)
+
+
+def fit(model: CGCNN, train: Sequence[Data], val: Sequence[Data] | None = None, epochs: int = 100,
+        lr: float = 1e-3, batch_size: int = 64, patience: int = 20, weight_decay: float = 0.0, seed: int = 0,
+        progress: bool = True, checkpoint: str | Path | None = None, normalise: bool = True) -> History:
+    """Train ``model`` in place with AdamW and the masked L1 loss on normalised targets.
+
+    With ``val``, the state with the lowest validation MAE is kept (early stopping after ``patience``
+    epochs without improvement) and, if ``checkpoint`` is a path, saved there. Only parameters with
+    ``requires_grad`` are trained. ``normalise`` sets the model's target mean/std from ``train``.
+    """
+    if len(train) == 0:
+        raise ValueError("empty training set")
+    n_tasks = model.config["n_tasks"]
+    if train[0].y.shape[-1] != n_tasks:
+        raise ValueError(f"targets have {train[0].y.shape[-1]} column(s) but the model has {n_tasks} task(s)")
+    seed_everything(seed)
+    if normalise:
+        _set_normaliser(model, train)
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(list(train), batch_size=batch_size, shuffle=True, generator=gen)
+    val_loader = DataLoader(list(val), batch_size=256) if val else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters (everything is frozen)")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    hist, best, best_state, wait = History(), float("inf"), None, 0
+    epochs_iter = range(epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs_iter = tqdm(epochs_iter, desc="epochs", leave=False)
+    t0 = time.perf_counter()
+    for epoch in epochs_iter:
+        model.train()
+        _frozen_bn_to_eval(model)
+        total, count = 0.0, 0
+        for b in loader:
+            opt.zero_grad()
+            loss = masked_l1(model(b), (b.y - model.y_mean) / model.y_std)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * b.num_graphs
+            count += b.num_graphs
+        hist.train_loss.append(total / count)
+        if val_loader is not None:
+            mae = _val_mae(model, val_loader)
+            hist.val_mae.append(mae)
+            if mae < best:
+                best, wait, hist.best_epoch = mae, 0, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                wait += 1
+                if wait >= patience:
+                    hist.stopped_early = True
+                    break
+        if progress:
+            epochs_iter.set_postfix(loss=f"{hist.train_loss[-1]:.3f}", val=f"{hist.val_mae[-1]:.3f}" if hist.val_mae else "-")
+    hist.seconds_per_epoch = (time.perf_counter() - t0) / len(hist.train_loss)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        hist.best_epoch = len(hist.train_loss) - 1
+    model.eval()
+    if checkpoint is not None:
+        save_model(model, checkpoint)
+    return hist
+
+
+def train_from_scratch(dataset: Sequence[Data], val_fraction: float = 0.1, seed: int = 0,
+                       model_kwargs: dict | None = None, **fit_kwargs) -> tuple[CGCNN, History]:
+    """A new CGCNN trained on ``dataset`` (``val_fraction`` of it held out for early stopping).
+
+    ``model_kwargs`` go to :class:`CGCNN` (hidden, n_conv, ...), the rest to :func:`fit`.
+    Predictions come out in the targets' unit.
+    """
+    train, val = split_dataset(dataset, val_fraction, seed)
+    seed_everything(seed)
+    model = CGCNN(n_tasks=train[0].y.shape[-1], **(model_kwargs or {}))
+    return model, fit(model, train, val, seed=seed, **fit_kwargs)
+
+
+def multi_property_dataset(datasets: dict[str, Sequence[Data]]) -> list[Data]:
+    """Merge single-property datasets into one with a target column per property (NaN where absent)."""
+    names = list(datasets)
+    out = []
+    for k, name in enumerate(names):
+        for d in datasets[name]:
+            if d.y.shape[-1] != 1:
+                raise ValueError(f"dataset {name!r} must have one target column, not {d.y.shape[-1]}")
+            y = torch.full((1, len(names)), float("nan"))
+            y[0, k] = d.y[0, 0]
+            g = d.clone()
+            g.y = y
+            out.append(g)
+    return out
+
+
+def pretrain(datasets: Sequence[Data] | dict[str, Sequence[Data]], val_fraction: float = 0.1, seed: int = 0,
+             model_kwargs: dict | None = None, **fit_kwargs) -> tuple[CGCNN, History]:
+    """Pre-train on one property (a dataset) or several (a dict name -> dataset: multi-property
+    pre-training with one head output per property and the masked L1 loss :func:`masked_l1`)."""
+    if isinstance(datasets, dict):
+        if not datasets:
+            raise ValueError("no datasets to pre-train on")
+        merged = multi_property_dataset(datasets)
+        tasks = list(datasets)
+    else:
+        merged, tasks = list(datasets), None
+    train, val = split_dataset(merged, val_fraction, seed)
+    seed_everything(seed)
+    model = CGCNN(n_tasks=train[0].y.shape[-1], tasks=tasks, **(model_kwargs or {}))
+    return model, fit(model, train, val, seed=seed, **fit_kwargs)
+
+
+def prepare_fine_tune(pretrained: CGCNN, strategy: str = "all", n_tasks: int = 1, conv_layers: Sequence[int] | None = None,
+                      seed: int = 0) -> CGCNN:
+    """A copy of ``pretrained`` set up for one of the four FT strategies of Devi et al. (2024):
+
+    - ``"all"``: every layer trainable (the pre-trained head is reused when its size fits);
+    - ``"new_head"``: a freshly initialised prediction head, every layer trainable;
+    - ``"last_layer"``: only the prediction head trainable;
+    - ``"conv"``: only the selected interaction (convolution) layers ``conv_layers`` (default: the
+      last one) plus the layers after pooling trainable; embedding and other convolutions frozen.
+
+    A multi-property model (or any head of the wrong size) always gets a new head.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown fine-tuning strategy {strategy!r}; choose one of {STRATEGIES}")
+    model = copy.deepcopy(pretrained)
+    torch.manual_seed(seed)
+    if strategy == "new_head" or model.config["n_tasks"] != n_tasks:
+        model.replace_head(n_tasks)
+    for p in model.parameters():
+        p.requires_grad = strategy in ("all", "new_head")
+    if strategy == "last_layer":
+        for p in model.head.parameters():
+            p.requires_grad = True
+    if strategy == "conv":
+        layers = [len(model.convs) - 1] if conv_layers is None else list(conv_layers)
+        for i in layers:
+            if not -len(model.convs) <= i < len(model.convs):
+                raise ValueError(f"conv layer {i} does not exist; the model has {len(model.convs)}")
+            for p in model.convs[i].parameters():
+                p.requires_grad = True
+        for p in [*model.fc.parameters(), *model.head.parameters()]:
+            p.requires_grad = True
+    return model
+
+
+def fine_tune(pretrained: CGCNN, dataset: Sequence[Data], strategy: str = "all", conv_layers: Sequence[int] | None = None,
+              val_fraction: float = 0.1, seed: int = 0, **fit_kwargs) -> tuple[CGCNN, History]:
+    """Fine-tune a copy of ``pretrained`` on ``dataset`` with a named strategy (see :func:`prepare_fine_tune`).
+
+    The pre-trained model is left unchanged; the target normaliser is refitted on the FT data.
+    """
+    train, val = split_dataset(dataset, val_fraction, seed)
+    model = prepare_fine_tune(pretrained, strategy, train[0].y.shape[-1], conv_layers, seed)
+    return model, fit(model, train, val, seed=seed, **fit_kwargs)
+
+
+# --------------------------------------------------------------------------- prediction and evaluation
+
+
+def predict(model: CGCNN, dataset: Sequence[Data], batch_size: int = 256) -> np.ndarray:
+    """Batched predictions in the targets' unit: shape (n,) for one task, (n, n_tasks) otherwise."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for b in DataLoader(list(dataset), batch_size=batch_size):
+            out.append(model(b) * model.y_std + model.y_mean)
+    pred = torch.cat(out).numpy().astype(float)
+    return pred[:, 0] if pred.shape[1] == 1 else pred
+
+
+def evaluate(model: CGCNN, dataset: Sequence[Data], task: int = 0, prop: str | None = None) -> dict:
+    """MAE, RMSE (targets' unit), R² and n on ``dataset`` for output ``task``.
+
+    With ``prop`` in :data:`PROPERTY_SCALES` (scaled transfer-learning targets), also ``mae_phys``
+    and ``rmse_phys`` in physical units and ``unit``.
+    """
+    from .regression import regression_metrics
+
+    pred = predict(model, dataset)
+    pred = pred if pred.ndim == 1 else pred[:, task]
+    y = _targets(dataset)[:, task]
+    ok = ~np.isnan(y)
+    if ok.sum() < 2:
+        raise ValueError(f"need at least 2 targets to evaluate, got {int(ok.sum())}")
+    m = {**regression_metrics(y[ok], pred[ok]), "n": int(ok.sum())}
+    if prop is not None:
+        lo, hi, unit = PROPERTY_SCALES[prop] if prop in PROPERTY_SCALES else (None, None, None)
+        if unit is None:
+            raise KeyError(f"no inverse scaling known for {prop!r}; report errors in scaled units")
+        m.update(mae_phys=m["mae"] * (hi - lo) / 2, rmse_phys=m["rmse"] * (hi - lo) / 2, unit=unit)
+    return m
+
+
+def save_model(model: CGCNN, path: str | Path, half: bool = False) -> Path:
+    """Save config and weights (``half``: store float tensors in float16 to halve the file)."""
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": model.config, "state_dict": state}, path)
+    return path
+
+
+def load_model(path: str | Path) -> CGCNN:
+    """A CGCNN saved by :func:`save_model` (loaded with ``weights_only=True``), in eval mode."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = CGCNN(**ckpt["config"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    return model.eval()

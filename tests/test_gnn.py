@@ -1,0 +1,231 @@
+"""mlcourse.gnn: crystal graphs, CGCNN, training, transfer-learning strategies, on tiny datasets."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+from torch_geometric.data import Batch
+from torch_geometric.nn import CGConv, global_mean_pool
+
+from mlcourse import data, gnn
+
+torch.set_num_threads(1)
+
+
+def rocksalt(a: float, cation: str = "Na", anion: str = "Cl") -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [cation, anion], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def tiny_set(n: int = 24, seed: int = 0):
+    """Rock-salt crystals whose 'energy' (eV) falls with the lattice constant and depends on the cation."""
+    rng = np.random.default_rng(seed)
+    cations = ["Na", "K", "Li"]
+    structures, targets = [], []
+    for i in range(n):
+        a = rng.uniform(4.6, 6.2)
+        c = cations[i % 3]
+        structures.append(rocksalt(a, c).get_primitive_structure())
+        targets.append(-0.8 * a + {"Na": 0.0, "K": 0.6, "Li": -0.6}[c])
+    return structures, np.array(targets)
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    s, y = tiny_set()
+    return gnn.build_dataset(s, y, cutoff=6.0, max_neighbors=8)
+
+
+# ------------------------------------------------------------------ graphs
+
+
+def test_graph_has_the_nearest_neighbours_with_periodic_images():
+    s = Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]])  # simple cubic, one atom: all neighbours are images
+    g = gnn.structure_to_graph(s, 1.0, cutoff=4.5, max_neighbors=12)
+    d = np.sort(g.edge_dist.numpy())
+    assert g.num_nodes == 1 and g.num_edges == 12
+    assert np.allclose(d[:6], 3.0) and np.allclose(d[6:], 3.0 * math.sqrt(2))  # 6 at a, then 6 of the 12 at a√2
+    assert (g.edge_index == 0).all() and g.z.tolist() == [29] and g.y.shape == (1, 1)
+
+
+def test_build_dataset_accepts_ase_and_jarvis_dicts():
+    s = rocksalt(5.6).get_primitive_structure()
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    jarvis = {"lattice_mat": s.lattice.matrix.tolist(), "coords": s.frac_coords.tolist(),
+              "elements": [x.specie.symbol for x in s], "cartesian": False}
+    a, b, c = gnn.build_dataset([s, AseAtomsAdaptor.get_atoms(s), jarvis], [1.0, 2.0, 3.0], cutoff=6.0)
+    assert torch.allclose(a.edge_dist.sort().values, b.edge_dist.sort().values, atol=1e-5)
+    assert torch.allclose(a.edge_dist.sort().values, c.edge_dist.sort().values, atol=1e-5)
+    assert [g.entry for g in (a, b, c)] == ["0", "1", "2"]
+
+
+def test_isolated_atom_raises_naming_entry_and_site_or_is_skipped_with_warning():
+    lonely = Structure(Lattice.cubic(20.0), ["Er", "S"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    ok = rocksalt(5.6).get_primitive_structure()
+    with pytest.raises(ValueError, match=r"entry 'bad-1': site 0 \(Er\) has no neighbour within the cutoff of 8.0"):
+        gnn.build_dataset([ok, lonely], [1.0, 2.0], ids=["good", "bad-1"])
+    with pytest.warns(UserWarning, match="bad-1"):
+        kept = gnn.build_dataset([ok, lonely], [1.0, 2.0], ids=["good", "bad-1"], skip_isolated=True)
+    assert [g.entry for g in kept] == ["good"]
+
+
+def test_nan_target_raises_naming_entry():
+    s, y = tiny_set(4)
+    y[2] = np.nan
+    with pytest.raises(ValueError, match="NaN.*'c'"):
+        gnn.build_dataset(s, y, ids=list("abcd"))
+
+
+def test_multi_property_missing_values_allowed_only_with_flag_and_never_all_missing():
+    s, _ = tiny_set(3)
+    y = np.array([[1.0, np.nan], [np.nan, 2.0], [np.nan, np.nan]])
+    with pytest.raises(ValueError, match="entries 2"):
+        gnn.build_dataset(s, y, allow_missing=True)
+    g = gnn.build_dataset(s[:2], y[:2], allow_missing=True)
+    assert torch.isnan(g[0].y[0, 1]) and g[1].y[0, 1] == 2.0
+
+
+def test_bad_inputs_are_named():
+    s, y = tiny_set(3)
+    with pytest.raises(ValueError, match="3 structures but 2 targets"):
+        gnn.build_dataset(s, y[:2])
+    with pytest.raises(TypeError, match="entry 1: expected a pymatgen Structure"):
+        gnn.build_dataset([s[0], "NaCl"], [1.0, 2.0])
+    with pytest.raises(ValueError, match="empty dataset"):
+        gnn.build_dataset([], [])
+
+
+def test_single_element_split_raises(graphs):
+    with pytest.raises(ValueError, match="cannot split 1 graph"):
+        gnn.split_dataset(graphs[:1])
+    with pytest.raises(ValueError, match="cannot split 1 graph"):
+        gnn.train_from_scratch(graphs[:1], epochs=1, progress=False)
+    with pytest.raises(ValueError, match="cannot split 1 graph"):
+        gnn.fine_tune(gnn.CGCNN(), graphs[:1], epochs=1, progress=False)
+
+
+# ------------------------------------------------------------------ layers agree with the library
+
+
+def test_factorised_and_teaching_convolutions_agree_with_pyg_cgconv(graphs):
+    torch.manual_seed(0)
+    b = Batch.from_data_list(graphs[:5])
+    ref = CGConv(16, dim=40, aggr="add", batch_norm=True).eval()
+    with torch.no_grad():
+        ref.bn.running_mean.uniform_(-0.5, 0.5)
+        ref.bn.running_var.uniform_(0.5, 2.0)
+    fast = gnn.FactorisedCGConv(16, dim=40, aggr="add", batch_norm=True).eval()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(b.num_nodes, 16)
+    e = gnn.CGCNN().expand(b.edge_dist)
+    with torch.no_grad():
+        want = ref(x, b.edge_index, e)
+        assert torch.allclose(fast(x, b.edge_index, e), want, atol=1e-5)
+        assert torch.allclose(gnn.cgconv_teaching(ref, x, b.edge_index, e), want, atol=1e-5)
+        assert torch.allclose(gnn.mean_pool_teaching(x, b.batch, b.num_graphs), global_mean_pool(x, b.batch), atol=1e-6)
+
+
+def test_gaussian_expansion_peaks_at_the_distance():
+    m = gnn.CGCNN(cutoff=8.0, n_gaussians=41)
+    e = m.expand(torch.tensor([2.0]))
+    assert e.shape == (1, 41) and int(e.argmax()) == 10 and float(e.max()) == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ training, prediction, checkpoints
+
+
+def test_training_learns_and_is_deterministic(graphs, tmp_path):
+    kw = dict(epochs=40, lr=5e-3, batch_size=8, patience=40, progress=False, model_kwargs={"hidden": 16, "fc_hidden": 16})
+    m1, h1 = gnn.train_from_scratch(graphs, checkpoint=tmp_path / "m.pt", **kw)
+    m2, _ = gnn.train_from_scratch(graphs, **kw)
+    p1, p2 = gnn.predict(m1, graphs), gnn.predict(m2, graphs)
+    assert np.array_equal(p1, p2)  # same seed, same model
+    assert h1.val_mae[h1.best_epoch] < 0.5 * h1.val_mae[0]
+    y = np.array([g.y.item() for g in graphs])
+    assert gnn.evaluate(m1, graphs)["mae"] < 0.5 * np.mean(np.abs(y - y.mean()))  # beats predicting the mean
+    loaded = gnn.load_model(tmp_path / "m.pt")
+    assert np.allclose(gnn.predict(loaded, graphs), p1, atol=1e-6) and loaded.config == m1.config
+
+
+def test_half_precision_checkpoint_is_small_and_close(graphs, tmp_path):
+    m = gnn.CGCNN()
+    gnn.save_model(m, tmp_path / "f.pt")
+    gnn.save_model(m, tmp_path / "h.pt", half=True)
+    assert (tmp_path / "h.pt").stat().st_size < 0.6 * (tmp_path / "f.pt").stat().st_size
+    assert np.allclose(gnn.predict(gnn.load_model(tmp_path / "h.pt"), graphs), gnn.predict(m, graphs), atol=1e-2)
+
+
+def test_masked_loss_ignores_missing_properties():
+    pred = torch.tensor([[1.0, 5.0], [2.0, 0.0]])
+    y = torch.tensor([[0.0, float("nan")], [2.0, 3.0]])
+    assert gnn.masked_l1(pred, y).item() == pytest.approx((1 + 0 + 3) / 3)
+
+
+def test_evaluate_in_physical_units():
+    assert gnn.to_physical("bg", [-1.0, 1.0]) == pytest.approx([0.0, 9.7212])
+    with pytest.raises(KeyError, match="dc"):
+        gnn.to_physical("dc", [0.0])
+
+
+# ------------------------------------------------------------------ transfer learning
+
+
+@pytest.fixture(scope="module")
+def pretrained(graphs):
+    m, _ = gnn.pretrain(graphs, epochs=5, progress=False, model_kwargs={"hidden": 16, "fc_hidden": 16})
+    return m
+
+
+@pytest.mark.parametrize("strategy", gnn.STRATEGIES)
+def test_fine_tune_strategies_train_only_their_layers(pretrained, graphs, strategy):
+    before = {k: v.clone() for k, v in pretrained.state_dict().items()}
+    model, hist = gnn.fine_tune(pretrained, graphs, strategy=strategy, epochs=3, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in pretrained.state_dict().items()), "pre-trained model changed"
+    after = model.state_dict()
+    changed = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("convs") else "")
+               for k in after if k in before and not k.startswith(("y_", "centers")) and not torch.equal(before[k], after[k])}
+    expected = {
+        "all": {"embedding", "convs.0", "convs.1", "convs.2", "fc", "head"},
+        "new_head": {"embedding", "convs.0", "convs.1", "convs.2", "fc", "head"},
+        "last_layer": {"head"},
+        "conv": {"convs.2", "fc", "head"},
+    }[strategy]
+    assert changed == expected
+    assert len(hist.train_loss) >= 1
+
+
+def test_new_head_is_reinitialised_and_bad_strategy_or_layer_raises(pretrained):
+    m = gnn.prepare_fine_tune(pretrained, "new_head")
+    assert not torch.equal(m.head.weight, pretrained.head.weight)
+    assert torch.equal(gnn.prepare_fine_tune(pretrained, "all").head.weight, pretrained.head.weight)
+    with pytest.raises(ValueError, match="unknown fine-tuning strategy 'freeze'"):
+        gnn.prepare_fine_tune(pretrained, "freeze")
+    with pytest.raises(ValueError, match="conv layer 7 does not exist"):
+        gnn.prepare_fine_tune(pretrained, "conv", conv_layers=[7])
+
+
+def test_multi_property_pretraining_has_one_head_per_property_and_fine_tunes(graphs):
+    sets = {"a": graphs[:12], "b": graphs[12:]}
+    m, _ = gnn.pretrain(sets, epochs=2, progress=False, model_kwargs={"hidden": 16, "fc_hidden": 16})
+    assert m.tasks == ["a", "b"] and gnn.predict(m, graphs).shape == (len(graphs), 2)
+    merged = gnn.multi_property_dataset(sets)
+    assert torch.isnan(merged[0].y[0, 1]) and not torch.isnan(merged[0].y[0, 0])
+    ft, _ = gnn.fine_tune(m, graphs, "all", epochs=1, progress=False)
+    assert ft.config["n_tasks"] == 1 and gnn.predict(ft, graphs).shape == (len(graphs),)
+
+
+# ------------------------------------------------------------------ data
+
+
+def test_transfer_learning_loader_and_registry_names():
+    df = data.load_transfer_learning("pz", "ft", size=10, trial=1)
+    assert len(df) == 10 and df.target.between(-1, 1).all() and df.index[0].startswith("pz:")
+    assert df.structure.iloc[0].num_sites > 0
+    with pytest.raises(ValueError, match="only .* have a test set"):
+        data.transfer_file("fe", "test")
+    with pytest.raises(ValueError, match="sizes 10, 100"):
+        data.transfer_file("gv", "ft", size=50)
+    with pytest.raises(ValueError, match=r"structure 'pz:1': needs the keys"):
+        gnn.build_dataset([{"elements": ["Na"]}], [0.0], ids=["pz:1"])
