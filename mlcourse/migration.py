@@ -64,16 +64,16 @@ def material_composition(band):
 
 def barrier_metrics(y_true, y_pred) -> dict[str, float]:
     """R², MAE and RMSE (eV) and the share of predictions in the tiers |error| ≤ 0.1, 0.1–0.3, > 0.3 eV."""
-    from sklearn.metrics import mean_absolute_error, r2_score
+    from .regression import regression_metrics
 
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     if len(y_true) == 0 or len(y_true) != len(y_pred):
         raise ValueError(f"need equally long, non-empty arrays, got {len(y_true)} and {len(y_pred)}")
     if not (np.isfinite(y_true).all() and np.isfinite(y_pred).all()):
         raise ValueError("barriers contain NaN or infinite values")
+    m = regression_metrics(y_true, y_pred)
     err = np.abs(y_pred - y_true)
-    return {"R2": float(r2_score(y_true, y_pred)), "MAE": float(err.mean()),
-            "RMSE": float(np.sqrt(np.mean(err**2))), "tier <=0.1 eV": float(np.mean(err <= TIERS[0])),
+    return {"R2": m["r2"], "MAE": m["mae"], "RMSE": m["rmse"], "tier <=0.1 eV": float(np.mean(err <= TIERS[0])),
             "tier 0.1-0.3 eV": float(np.mean((err > TIERS[0]) & (err <= TIERS[1]))),
             "tier >0.3 eV": float(np.mean(err > TIERS[1]))}
 
