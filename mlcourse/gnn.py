@@ -13,6 +13,8 @@ Three calls for an instructor's own (structure, target) pairs::
 Transfer learning (Devi, Butler, Sai Gautam, npj Comput. Mater. 10, 300 (2024)): :func:`pretrain`
 on one property, or on several at once with one output head per property and the masked L1 loss
 (multi-property pre-training, MPT); then :func:`fine_tune` with one of :data:`STRATEGIES`.
+:func:`with_readout` moves a pre-trained network to another input design (:data:`READOUTS`: attention
+pooling, or a pair of structures from :func:`pair_graph` such as the two end points of an ion hop).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import CGConv, global_mean_pool
-from torch_geometric.utils import scatter
+from torch_geometric.nn.aggr import AttentionalAggregation
+from torch_geometric.utils import scatter, softmax
 
 # Inverse of the min-max scaling of the transfer-learning targets, y = (t + 1)/2 (y_max - y_min) + y_min
 # (../shared/data/README.md, section 2). dc and pz: constants unknown, so errors stay in scaled units.
@@ -44,6 +47,10 @@ PROPERTY_SCALES = {
     "ebg": (0.0, 11.7, "eV"),  # inferred, not documented upstream
 }
 STRATEGIES = ("all", "new_head", "last_layer", "conv")
+# How atom vectors become one crystal vector: mean pooling; attention pooling (softmax-weighted mean with
+# learned weights); "pair": a graph of two structures (e.g. the initial and final state of a hop, see
+# pair_graph), each mean-pooled, their vectors concatenated; "pair_difference": the same plus their difference.
+READOUTS = ("mean", "attention", "pair", "pair_difference")
 
 
 def to_physical(prop: str, scaled) -> np.ndarray:
@@ -165,6 +172,19 @@ def build_dataset(structures: Sequence, targets, cutoff: float = 8.0, max_neighb
     return graphs
 
 
+def pair_graph(first, second, target=None, cutoff: float = 8.0, max_neighbors: int = 12,
+               entry: object = None) -> Data:
+    """Two structures in one graph (no edges between them), for the ``pair`` readouts: the nodes of
+    ``first`` then those of ``second``, with ``part`` = 0 or 1 marking which one a node belongs to."""
+    a = structure_to_graph(first, target, cutoff, max_neighbors, entry)
+    b = structure_to_graph(second, target, cutoff, max_neighbors, entry)
+    g = Data(z=torch.cat([a.z, b.z]), edge_index=torch.cat([a.edge_index, b.edge_index + a.num_nodes], dim=1),
+             edge_dist=torch.cat([a.edge_dist, b.edge_dist]), y=a.y, num_nodes=a.num_nodes + b.num_nodes,
+             part=torch.cat([torch.zeros(a.num_nodes, dtype=torch.long), torch.ones(b.num_nodes, dtype=torch.long)]))
+    g.entry = str(entry)
+    return g
+
+
 def split_dataset(dataset: Sequence[Data], val_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:
     """Random (train, validation) split; ValueError if either part would be empty."""
     n = len(dataset)
@@ -207,25 +227,30 @@ class FactorisedCGConv(CGConv):
 
 
 class CGCNN(nn.Module):
-    """CGCNN: atom embedding, ``n_conv`` CGConv layers (gated, batch-normalised, softplus), mean
-    pooling, a hidden layer and a linear head with one output per task (property).
+    """CGCNN: atom embedding, ``n_conv`` CGConv layers (gated, batch-normalised, softplus), pooling
+    (``readout``, one of :data:`READOUTS`), a hidden layer and a linear head with one output per task.
 
     Distances are expanded in ``n_gaussians`` Gaussians on [0, cutoff] Å. Outputs are normalised;
     ``y_mean``/``y_std`` (buffers, target units) turn them back into targets (see :func:`predict`).
     """
 
     def __init__(self, n_tasks: int = 1, hidden: int = 64, n_conv: int = 3, fc_hidden: int = 128,
-                 cutoff: float = 8.0, n_gaussians: int = 40, max_z: int = 100, tasks: Sequence[str] | None = None):
+                 cutoff: float = 8.0, n_gaussians: int = 40, max_z: int = 100, tasks: Sequence[str] | None = None,
+                 readout: str = "mean"):
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; choose one of {READOUTS}")
         self.config = dict(n_tasks=n_tasks, hidden=hidden, n_conv=n_conv, fc_hidden=fc_hidden, cutoff=cutoff,
                            n_gaussians=n_gaussians, max_z=max_z,
-                           tasks=list(tasks) if tasks is not None else [f"task{i}" for i in range(n_tasks)])
+                           tasks=list(tasks) if tasks is not None else [f"task{i}" for i in range(n_tasks)],
+                           readout=readout)
         self.embedding = nn.Embedding(max_z + 1, hidden)
         self.register_buffer("centers", torch.linspace(0.0, cutoff, n_gaussians))
         self.width = cutoff / (n_gaussians - 1)
         self.convs = nn.ModuleList(FactorisedCGConv(hidden, dim=n_gaussians, aggr="add", batch_norm=True) for _ in range(n_conv))
+        self.attention = AttentionalAggregation(nn.Linear(hidden, 1)) if readout == "attention" else None
         self.fc = nn.Linear(hidden, fc_hidden)
-        self.head = nn.Linear(fc_hidden, n_tasks)
+        self.head = nn.Linear(self.head_inputs, n_tasks)
         self.register_buffer("y_mean", torch.zeros(n_tasks))
         self.register_buffer("y_std", torch.ones(n_tasks))
 
@@ -233,20 +258,40 @@ class CGCNN(nn.Module):
     def tasks(self) -> list[str]:
         return self.config["tasks"]
 
+    @property
+    def head_inputs(self) -> int:
+        """Length of the crystal vector the head reads: fc_hidden per pooled part (3 for pair_difference)."""
+        return self.config["fc_hidden"] * {"pair": 2, "pair_difference": 3}.get(self.config["readout"], 1)
+
     def expand(self, dist: torch.Tensor) -> torch.Tensor:
         """Gaussian expansion of distances (Å) -> (n_edges, n_gaussians)."""
         return torch.exp(-((dist[:, None] - self.centers) / self.width) ** 2)
 
-    def features(self, batch) -> torch.Tensor:
-        """Crystal feature vectors (n_graphs, fc_hidden) before the head."""
+    def atom_features(self, batch) -> torch.Tensor:
+        """Atom vectors (n_atoms, hidden) after the convolutions."""
         if int(batch.z.max()) > self.config["max_z"]:
             raise ValueError(f"atomic number {int(batch.z.max())} exceeds max_z={self.config['max_z']}")
         x = self.embedding(batch.z)
         e = self.expand(batch.edge_dist)
         for conv in self.convs:
             x = F.softplus(conv(x, batch.edge_index, e))
-        pooled = global_mean_pool(x, batch.batch, size=batch.num_graphs)
-        return F.softplus(self.fc(F.softplus(pooled)))
+        return x
+
+    def features(self, batch) -> torch.Tensor:
+        """Crystal feature vectors (n_graphs, head_inputs) before the head."""
+        x = self.atom_features(batch)
+        index = batch.batch if batch.batch is not None else torch.zeros(x.size(0), dtype=torch.long)
+        readout, n = self.config["readout"], batch.num_graphs
+        if readout == "attention":
+            return F.softplus(self.fc(F.softplus(self.attention(x, index, dim_size=n))))
+        if readout == "mean":
+            return F.softplus(self.fc(F.softplus(global_mean_pool(x, index, size=n))))
+        if getattr(batch, "part", None) is None:
+            raise ValueError(f"readout {readout!r} needs pair graphs (gnn.pair_graph), got graphs without 'part'")
+        pooled = global_mean_pool(x, 2 * index + batch.part, size=2 * n)
+        h = F.softplus(self.fc(F.softplus(pooled))).view(n, 2, -1)
+        parts = [h[:, 0], h[:, 1]] + ([h[:, 1] - h[:, 0]] if readout == "pair_difference" else [])
+        return torch.cat(parts, dim=-1)
 
     def forward(self, batch) -> torch.Tensor:
         """Normalised predictions (n_graphs, n_tasks)."""
@@ -254,11 +299,32 @@ class CGCNN(nn.Module):
 
     def replace_head(self, n_tasks: int, tasks: Sequence[str] | None = None) -> None:
         """A freshly initialised head with ``n_tasks`` outputs (normaliser reset)."""
-        self.head = nn.Linear(self.config["fc_hidden"], n_tasks)
+        self.head = nn.Linear(self.head_inputs, n_tasks)
         self.config["n_tasks"] = n_tasks
         self.config["tasks"] = list(tasks) if tasks is not None else [f"task{i}" for i in range(n_tasks)]
         self.y_mean = torch.zeros(n_tasks)
         self.y_std = torch.ones(n_tasks)
+
+
+def with_readout(pretrained: CGCNN, readout: str, n_tasks: int = 1) -> CGCNN:
+    """A new CGCNN with another readout that starts from ``pretrained``'s embedding, convolutions and
+    hidden layer; the head (and the attention gate) are freshly initialised. Fine-tune it next."""
+    model = CGCNN(**{**pretrained.config, "readout": readout, "n_tasks": n_tasks, "tasks": None})
+    shared = {k: v for k, v in pretrained.state_dict().items() if k.split(".")[0] in ("embedding", "convs", "fc")}
+    model.load_state_dict(shared, strict=False)
+    return model
+
+
+def attention_weights(model: CGCNN, graph: Data) -> np.ndarray:
+    """Attention pooling weights (summing to 1) of every atom of one graph, for a model with
+    ``readout="attention"``: which atoms the crystal vector is made of."""
+    if model.config["readout"] != "attention":
+        raise ValueError(f"the model pools with {model.config['readout']!r}, not attention")
+    model.eval()
+    with torch.no_grad():
+        x = model.atom_features(graph)
+        gate = model.attention.gate_nn(x)
+        return softmax(gate, torch.zeros(x.size(0), dtype=torch.long), dim=0)[:, 0].numpy().astype(float)
 
 
 def mean_pool_teaching(x: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> torch.Tensor:
@@ -471,7 +537,10 @@ def prepare_fine_tune(pretrained: CGCNN, strategy: str = "all", n_tasks: int = 1
                 raise ValueError(f"conv layer {i} does not exist; the model has {len(model.convs)}")
             for p in model.convs[i].parameters():
                 p.requires_grad = True
-        for p in [*model.fc.parameters(), *model.head.parameters()]:
+        after_pooling = [*model.fc.parameters(), *model.head.parameters()]
+        if model.attention is not None:
+            after_pooling += list(model.attention.parameters())
+        for p in after_pooling:
             p.requires_grad = True
     return model
 

@@ -216,6 +216,60 @@ def test_multi_property_pretraining_has_one_head_per_property_and_fine_tunes(gra
     assert ft.config["n_tasks"] == 1 and gnn.predict(ft, graphs).shape == (len(graphs),)
 
 
+# ------------------------------------------------------------------ readouts (input designs)
+
+
+def test_with_readout_keeps_the_pretrained_layers_and_builds_a_new_head(pretrained):
+    for readout in gnn.READOUTS:
+        m = gnn.with_readout(pretrained, readout)
+        assert m.config["readout"] == readout and m.head.in_features == m.head_inputs
+        for name in ("embedding.weight", "convs.2.lin_f.weight", "convs.2.bn.running_mean", "fc.weight"):
+            assert torch.equal(m.state_dict()[name], pretrained.state_dict()[name]), name
+    assert gnn.with_readout(pretrained, "pair_difference").head.in_features == 3 * pretrained.config["fc_hidden"]
+    with pytest.raises(ValueError, match="unknown readout 'max'"):
+        gnn.CGCNN(readout="max")
+
+
+def test_attention_pooling_with_a_constant_gate_is_mean_pooling(pretrained, graphs):
+    att = gnn.with_readout(pretrained, "attention").eval()
+    torch.nn.init.zeros_(att.attention.gate_nn.weight)  # equal scores -> equal weights 1/n
+    mean = gnn.with_readout(pretrained, "mean").eval()
+    batch = Batch.from_data_list(graphs[:5])
+    with torch.no_grad():
+        assert torch.allclose(att.features(batch), mean.features(batch), atol=1e-6)
+    w = gnn.attention_weights(att, graphs[0])
+    assert np.allclose(w, 1 / graphs[0].num_nodes) and math.isclose(w.sum(), 1.0, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="not attention"):
+        gnn.attention_weights(mean, graphs[0])
+
+
+def test_pair_readouts_pool_each_structure_separately(pretrained):
+    s, y = tiny_set(2)
+    pair = gnn.pair_graph(s[0], s[1], y[0], cutoff=6.0, max_neighbors=8, entry="hop")
+    assert pair.part.tolist() == [0] * len(s[0]) + [1] * len(s[1]) and pair.entry == "hop"
+    single = [gnn.structure_to_graph(x, 0.0, cutoff=6.0, max_neighbors=8) for x in s]
+    mean = gnn.with_readout(pretrained, "mean").eval()
+    with torch.no_grad():
+        h0, h1 = (mean.features(Batch.from_data_list([g])) for g in single)
+        for readout, expected in [("pair", [h0, h1]), ("pair_difference", [h0, h1, h1 - h0])]:
+            m = gnn.with_readout(pretrained, readout).eval()
+            got = m.features(Batch.from_data_list([pair, pair]))
+            assert torch.allclose(got, torch.cat(expected, -1).repeat(2, 1), atol=1e-5), readout
+        with pytest.raises(ValueError, match="needs pair graphs"):
+            gnn.with_readout(pretrained, "pair")(Batch.from_data_list(single))
+
+
+def test_a_pair_model_trains_and_round_trips_through_a_checkpoint(pretrained, tmp_path):
+    s, y = tiny_set(12)
+    pairs = [gnn.pair_graph(s[i], s[(i + 1) % 12], y[i] - y[(i + 1) % 12], cutoff=6.0, max_neighbors=8, entry=i)
+             for i in range(12)]
+    model, hist = gnn.fine_tune(gnn.with_readout(pretrained, "pair_difference"), pairs, epochs=3, progress=False)
+    assert np.isfinite(hist.train_loss).all()
+    loaded = gnn.load_model(gnn.save_model(model, tmp_path / "pair.pt"))
+    assert loaded.config["readout"] == "pair_difference"
+    assert np.allclose(gnn.predict(loaded, pairs), gnn.predict(model, pairs), atol=1e-6)
+
+
 # ------------------------------------------------------------------ data
 
 
