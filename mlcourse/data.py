@@ -518,8 +518,13 @@ def load_migration_endpoints() -> pd.DataFrame:
                          for e in entries])
 
 
-def load_migration_tabulation() -> pd.DataFrame:
-    """The workbook's COMPLETE-TABUATION sheet (619 pathways): class, composition, XC functional,
+def load_migration_tabulation(sheet: str = "COMPLETE-TABUATION") -> pd.DataFrame:
+    """A sheet of the workbook. ``COMPLETE-TABUATION`` (619 pathways): class, composition, XC functional,
     crystal system, space group, path info, ``sys_name``, Em (eV) and the MACE-MP-0 baselines
-    ``MACE-RELAX`` / ``MACE-NO-RELAX`` (eV; for comparison only — never as model input)."""
-    return pd.read_excel(fetch(f"{MIGRATION_DIR}/TABULATION-GIT-HUB.xlsx"), sheet_name="COMPLETE-TABUATION")
+    ``MACE-RELAX`` / ``MACE-NO-RELAX`` (eV); ``TRAINING-PREDICTIONS`` (559) and
+    ``TEST-PREDICTIONS-BEST-MODEL`` (60): the paper's model predictions (eV). For comparison only —
+    never as model input or for model selection."""
+    sheets = ("COMPLETE-TABUATION", "TRAINING-PREDICTIONS", "TEST-PREDICTIONS-BEST-MODEL")
+    if sheet not in sheets:
+        raise ValueError(f"unknown sheet {sheet!r}; the workbook has {', '.join(sheets)}")
+    return pd.read_excel(fetch(f"{MIGRATION_DIR}/TABULATION-GIT-HUB.xlsx"), sheet_name=sheet)

@@ -413,7 +413,7 @@ def fit(model: CGCNN, train: Sequence[Data], val: Sequence[Data] | None = None, 
         _set_normaliser(model, train)
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(list(train), batch_size=batch_size, shuffle=True, generator=gen)
-    val_loader = DataLoader(list(val), batch_size=256) if val else None
+    val_loader = DataLoader(list(val), batch_size=batch_size) if val else None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters (everything is frozen)")

@@ -58,6 +58,17 @@ def test_published_split_sizes_ions_and_leaky_hosts():
     assert train.target.between(0, 9).all()
 
 
+def test_tabulation_sheets_join_the_split_and_unknown_sheets_are_named():
+    full = data.load_migration_tabulation()
+    assert len(full) == 619 and set(data.load_migration_barriers("test").sys_name) <= set(full.sys_name)
+    paper = data.load_migration_tabulation("TRAINING-PREDICTIONS")
+    assert len(paper) == 559
+    # the data README quotes MODEL-3's training MAE as 0.085 eV
+    assert np.mean(np.abs(paper["MODEL-3"] - paper["TARGET"])) == pytest.approx(0.085, abs=5e-4)
+    with pytest.raises(ValueError, match="unknown sheet 'TEST'"):
+        data.load_migration_tabulation("TEST")
+
+
 @needs_shared
 def test_endpoints_of_a_band_match_the_published_initial_and_final_cells():
     test, ends = data.load_migration_barriers("test"), data.load_migration_endpoints()
