@@ -283,15 +283,17 @@ class CGCNN(nn.Module):
         index = batch.batch if batch.batch is not None else torch.zeros(x.size(0), dtype=torch.long)
         readout, n = self.config["readout"], batch.num_graphs
         if readout == "attention":
-            return F.softplus(self.fc(F.softplus(self.attention(x, index, dim_size=n))))
+            return self._dense(self.attention(x, index, dim_size=n))
         if readout == "mean":
-            return F.softplus(self.fc(F.softplus(global_mean_pool(x, index, size=n))))
+            return self._dense(global_mean_pool(x, index, size=n))
         if getattr(batch, "part", None) is None:
             raise ValueError(f"readout {readout!r} needs pair graphs (gnn.pair_graph), got graphs without 'part'")
-        pooled = global_mean_pool(x, 2 * index + batch.part, size=2 * n)
-        h = F.softplus(self.fc(F.softplus(pooled))).view(n, 2, -1)
+        h = self._dense(global_mean_pool(x, 2 * index + batch.part, size=2 * n)).view(n, 2, -1)
         parts = [h[:, 0], h[:, 1]] + ([h[:, 1] - h[:, 0]] if readout == "pair_difference" else [])
         return torch.cat(parts, dim=-1)
+
+    def _dense(self, pooled: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.fc(F.softplus(pooled)))
 
     def forward(self, batch) -> torch.Tensor:
         """Normalised predictions (n_graphs, n_tasks)."""
@@ -306,9 +308,10 @@ class CGCNN(nn.Module):
         self.y_std = torch.ones(n_tasks)
 
 
-def with_readout(pretrained: CGCNN, readout: str, n_tasks: int = 1) -> CGCNN:
+def with_readout(pretrained: CGCNN, readout: str, n_tasks: int = 1, seed: int = 0) -> CGCNN:
     """A new CGCNN with another readout that starts from ``pretrained``'s embedding, convolutions and
-    hidden layer; the head (and the attention gate) are freshly initialised. Fine-tune it next."""
+    hidden layer; the head (and the attention gate) are freshly initialised from ``seed``. Fine-tune it next."""
+    torch.manual_seed(seed)
     model = CGCNN(**{**pretrained.config, "readout": readout, "n_tasks": n_tasks, "tasks": None})
     shared = {k: v for k, v in pretrained.state_dict().items() if k.split(".")[0] in ("embedding", "convs", "fc")}
     model.load_state_dict(shared, strict=False)

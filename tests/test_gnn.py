@@ -226,6 +226,9 @@ def test_with_readout_keeps_the_pretrained_layers_and_builds_a_new_head(pretrain
         for name in ("embedding.weight", "convs.2.lin_f.weight", "convs.2.bn.running_mean", "fc.weight"):
             assert torch.equal(m.state_dict()[name], pretrained.state_dict()[name]), name
     assert gnn.with_readout(pretrained, "pair_difference").head.in_features == 3 * pretrained.config["fc_hidden"]
+    again = gnn.with_readout(pretrained, "attention", seed=3), gnn.with_readout(pretrained, "attention", seed=3)
+    assert torch.equal(again[0].head.weight, again[1].head.weight)
+    assert torch.equal(again[0].attention.gate_nn.weight, again[1].attention.gate_nn.weight)
     with pytest.raises(ValueError, match="unknown readout 'max'"):
         gnn.CGCNN(readout="max")
 
