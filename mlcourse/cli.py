@@ -70,7 +70,14 @@ def _results(args) -> int:
 def _student(args) -> int:
     from . import runner, student
 
-    for path in [Path(p) for p in args.notebooks] or runner.notebooks():
+    paths = [Path(p) for p in args.notebooks] or runner.notebooks()
+    try:  # refuse before writing anything
+        for path in paths:
+            student.check_destination(path, Path(args.out))
+    except student.StudentCopyError as exc:
+        print(f"mlcourse student: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(student.write_student_copy(path, Path(args.out)))
     return 0
 
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--mode", choices=["fast", "full"], default=None)
     s.add_argument("--markdown", action="store_true", help="as a Markdown table (for docs/RESULTS.md)")
     s.set_defaults(func=_results)
-    t = sub.add_parser("student", help="write student copies (solutions stripped)")
+    t = sub.add_parser("student", help="write student copies (solutions replaced by `answer = None` stubs)")
     t.add_argument("notebooks", nargs="*")
     t.add_argument("--out", default="student")
     t.set_defaults(func=_student)

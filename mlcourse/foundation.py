@@ -196,11 +196,33 @@ def rotation_check(calc, atoms, rotation: np.ndarray) -> tuple[float, float]:
 def committee_disagreement(calcs: list, frames: list) -> np.ndarray:
     """Per frame: the largest (over atoms) norm of the committee's force standard deviation (eV/Å).
 
-    Zero when all members agree; needs at least two calculators.
+    Zero when all members agree; needs at least two calculators. Forces only: a perfect crystal,
+    strained or not, has zero forces for every member by symmetry and scores exactly 0 however much
+    the members disagree on its energy or stress (see :func:`committee_spread`).
     """
+    return _force_spread([predict(c, frames) for c in _committee(calcs)], frames)
+
+
+def committee_spread(calcs: list, frames: list) -> pd.DataFrame:
+    """Per frame, how much a committee disagrees: ``force (eV/Å)`` as :func:`committee_disagreement`,
+    ``energy (meV/atom)`` the standard deviation of the per-atom energy, ``stress (GPa)`` the largest
+    standard deviation of a stress component. Energy and stress also see perfect (strained) crystals."""
+    preds = [predict(c, frames) for c in _committee(calcs)]
+    return pd.DataFrame({
+        "force (eV/Å)": _force_spread(preds, frames),
+        "energy (meV/atom)": 1e3 * np.std([p["energy"] for p in preds], axis=0),
+        "stress (GPa)": np.std([p["stress"] for p in preds], axis=0).max(axis=1) / GPa,
+    })
+
+
+def _committee(calcs: list) -> list:
     if len(calcs) < 2:
         raise ValueError(f"a committee needs at least 2 members, got {len(calcs)}")
-    forces = np.stack([predict(c, frames)["forces"] for c in calcs])  # (members, atoms, 3)
+    return calcs
+
+
+def _force_spread(preds: list[dict], frames: list) -> np.ndarray:
+    forces = np.stack([p["forces"] for p in preds])  # (members, atoms, 3)
     spread = np.linalg.norm(forces.std(axis=0), axis=1)
     ends = np.cumsum([len(a) for a in frames])
     return np.array([s.max() for s in np.split(spread, ends[:-1])])

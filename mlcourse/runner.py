@@ -50,12 +50,16 @@ class _PeakMemory(threading.Thread):
         return self.peak_bytes / 2**20
 
 
-def run_notebook(path: Path, mode: str = "fast") -> dict:
+def run_notebook(path: Path, mode: str = "fast", notebook=None, variant: str = "instructor") -> dict:
     """Execute one notebook with ``MODE=mode`` into ``build/<mode>/``; return its run record.
 
-    The record (notebook, mode, ok, error, wall_s, peak_mb) is also saved in
+    The record (notebook, mode, variant, ok, error, wall_s, peak_mb) is also saved in
     ``build/runs.<mode>.json``. A failing notebook gives ``ok=False`` and the error text.
+    ``notebook`` (an nbformat notebook) executes that derived notebook instead of the file, in the
+    file's folder and recorded under the file's name: the notebook test runs the student copy with
+    the exercise self-tests (:func:`mlcourse.student.exercise_test_notebook`) this way.
     """
+    import nbformat
     import papermill
 
     path = Path(path)
@@ -65,16 +69,20 @@ def run_notebook(path: Path, mode: str = "fast") -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     sampler = _PeakMemory()
     sampler.start()
+    source = path
+    if notebook is not None:
+        source = out.with_name(f"{path.stem}.{variant}.input.ipynb")
+        nbformat.write(notebook, source)
     start, error = time.perf_counter(), None
     try:
         papermill.execute_notebook(
-            str(path), str(out), parameters={"MODE": mode}, cwd=str(path.parent),
+            str(source), str(out), parameters={"MODE": mode}, cwd=str(path.parent),
             kernel_name="python3", progress_bar=False,
         )
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
         error = f"{type(exc).__name__}: {exc}"
     wall_s = time.perf_counter() - start
-    run = {"notebook": path.name, "mode": mode, "ok": error is None, "error": error,
+    run = {"notebook": path.name, "mode": mode, "variant": variant, "ok": error is None, "error": error,
            "wall_s": round(wall_s, 1), "peak_mb": round(sampler.stop(), 1),
            "output": str(out)}
     runs_file = build_dir() / f"runs.{mode}.json"

@@ -121,6 +121,20 @@ def test_committee_disagreement_zero_for_identical_models_positive_otherwise(fra
         foundation.committee_disagreement([EMT()], frames)
 
 
+def test_committee_spread_sees_strained_perfect_crystals_that_forces_miss():
+    from ase.calculators.lj import LennardJones
+
+    strained = bulk("Cu", "fcc", a=3.6, cubic=True)
+    strained.set_cell(strained.cell.array @ np.diag([1.02, 1, 1]), scale_atoms=True)
+    members = [EMT(), LennardJones(sigma=2.3, epsilon=0.4, rc=5.0)]
+    spread = foundation.committee_spread(members, [strained])
+    assert spread.loc[0, "force (eV/Å)"] < 1e-10  # zero forces by symmetry, for both members
+    assert np.array_equal(spread["force (eV/Å)"], foundation.committee_disagreement(members, [strained]))
+    assert spread.loc[0, "energy (meV/atom)"] > 1 and spread.loc[0, "stress (GPa)"] > 0.1
+    with pytest.raises(ValueError, match="at least 2"):
+        foundation.committee_spread([EMT()], [strained])
+
+
 def test_committee_mean_and_bootstrap():
     p1 = {"energy": np.array([1.0]), "forces": np.zeros((2, 3)), "stress": np.zeros((1, 6)), "symbols": [["Si", "Si"]]}
     p2 = {"energy": np.array([3.0]), "forces": np.ones((2, 3)), "stress": np.ones((1, 6)), "symbols": [["Si", "Si"]]}
