@@ -2,6 +2,8 @@
 #   make course   install everything, then execute every lesson in fast mode and print the results
 #   make test     install everything, then run the test suite (unit tests + each notebook once, fast mode)
 # Both are idempotent: the install step re-runs only when requirements/lock.txt or pyproject.toml change.
+#   make colab-twin [NB="00 03 05"]   Colab's Python 3.13 and package versions, here: runs the notebooks'
+#                                     set-up cell against this checkout, then the notebooks in fast mode
 
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -11,7 +13,14 @@ PIP_OPTS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: install course test nbval full student clean
+# The Colab twin (see scripts/colab_twin.py). Its base (Colab's packages, ~6 GB with torch's GPU libraries)
+# is built once per version of requirements/colab-twin.txt and kept outside the clone.
+PYTHON_COLAB ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3.13)
+TWIN ?= $(HOME)/.cache/mlcourse/colab-twin
+TWIN_STAMP := $(TWIN)/.base-$(shell cat requirements/colab-twin.txt requirements/colab-constraints.txt | sha256sum | cut -c1-16)
+NB ?=
+
+.PHONY: install course test nbval full student clean colab-twin
 install: $(STAMP)
 
 $(STAMP): requirements/lock.txt pyproject.toml
@@ -45,3 +54,17 @@ student: install
 
 clean:
 	rm -rf build student
+
+$(TWIN_STAMP): requirements/colab-twin.txt requirements/colab-constraints.txt
+	@command -v $(PYTHON_COLAB) >/dev/null || { echo "$(PYTHON_COLAB) not found: the Colab twin needs Python 3.13 (set PYTHON_COLAB=...)"; exit 1; }
+	rm -rf $(TWIN)
+	$(PYTHON_COLAB) -m venv $(TWIN)
+	# Colab's preinstalled versions; torch is the package index's build of Colab's 2.11.0 (see requirements/colab-twin.txt)
+	$(TWIN)/bin/python -m pip install -q --disable-pip-version-check -r requirements/colab-twin.txt -c requirements/colab-constraints.txt
+	# The twin's test tooling, which Colab does not need: papermill executes the notebooks for the runner
+	$(TWIN)/bin/python -m pip install -q --disable-pip-version-check papermill -c requirements/colab-constraints.txt
+	$(TWIN)/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (Colab twin)"
+	touch $@
+
+colab-twin: $(TWIN_STAMP)
+	$(TWIN)/bin/python scripts/colab_twin.py $(NB)

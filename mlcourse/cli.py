@@ -7,7 +7,21 @@ import sys
 from pathlib import Path
 
 
+def _data_names(args) -> list[str]:
+    """The registry names that ``args`` select: the files of the lessons named, file names, or every lesson's."""
+    from . import data
+
+    if args.all or (args.action == "verify" and not args.names):
+        return sorted({n for lesson in data.lessons() for n in data.lesson_files(lesson)})
+    names = []
+    for item in args.names:
+        names += [item] if item in data.registry() else data.lesson_files(item)
+    return names
+
+
 def _data(args) -> int:
+    from tqdm.auto import tqdm
+
     from . import data
 
     if args.action == "list":
@@ -15,29 +29,37 @@ def _data(args) -> int:
             where = next(((label) for folder, label in data.search_dirs() if (folder / name).is_file()), "missing")
             print(f"{name}\t{where}\t{e.licence}")
         return 0
+    names = _data_names(args)
+    if not names:
+        print("mlcourse data fetch: name a lesson (00 ... 08), a dataset (see `mlcourse data list`) or --all",
+              file=sys.stderr)
+        return 2
     if args.action == "verify":
-        bad = missing = ok = 0
-        for name in data.registry():
+        missing, bad = [], []
+        for name in names:
             try:
-                found = data.find_local(name)
+                if data.find_local(name) is None:
+                    missing.append(name)
             except data.DatasetCorruptError as exc:
                 print(f"CORRUPT  {exc}")
-                bad += 1
-                continue
-            if found is None:
-                missing += 1
-                if args.verbose:
-                    print(f"missing  {name}")
-            else:
-                ok += 1
-        print(f"{ok} verified, {missing} not present locally, {bad} corrupt")
-        return 1 if bad else 0
-    if not args.names:
-        print("mlcourse data fetch: name at least one dataset (see `mlcourse data list`)", file=sys.stderr)
-        return 2
-    for name in args.names:
-        print(data.fetch(name, download=True))
-    return 0
+                bad.append(name)
+        for name in missing:
+            print(f"missing  {name}")
+        print(f"{len(names) - len(missing) - len(bad)} of {len(names)} files verified, {len(missing)} missing, "
+              f"{len(bad)} corrupt. Searched: " + "; ".join(f"{f} ({label})" for f, label in data.search_dirs()))
+        if missing or bad:
+            print("Fix: `mlcourse data fetch` on a machine with internet (or set $MLCOURSE_DATA_DIR to a folder "
+                  "that holds the files); lessons: " + ", ".join(data.lessons()), file=sys.stderr)
+        return 1 if missing or bad else 0
+    failed = 0
+    for name in tqdm(names, desc="course data", unit="file", disable=len(names) < 2):
+        try:
+            data.fetch(name, progress=len(names) == 1)  # honours $MLCOURSE_OFFLINE
+        except (data.DatasetNotFoundError, data.DatasetCorruptError) as exc:
+            print(f"mlcourse: {exc}", file=sys.stderr)
+            failed += 1
+    print(f"{len(names) - failed} of {len(names)} files present and verified")
+    return 1 if failed else 0
 
 
 def _run(args) -> int:
@@ -85,10 +107,13 @@ def _student(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mlcourse", description="Machine learning for materials science course kit")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("data", help="list, verify or fetch the course datasets")
+    d = sub.add_parser("data", help="list, verify or fetch the course datasets",
+                       description="verify and fetch take lessons (00, 03_interatomic_potentials, ...), file names "
+                                   "or --all (every lesson's files; verify's default). verify exits 1 if a file is "
+                                   "missing or corrupt; fetch downloads only when $MLCOURSE_OFFLINE is not set.")
     d.add_argument("action", choices=["list", "verify", "fetch"])
-    d.add_argument("names", nargs="*", help="dataset names, for fetch")
-    d.add_argument("-v", "--verbose", action="store_true", help="verify: also list missing files")
+    d.add_argument("names", nargs="*", help="lessons or dataset names (default: every lesson's files)")
+    d.add_argument("--all", action="store_true", help="every lesson's files (the default of verify)")
     d.set_defaults(func=_data)
     r = sub.add_parser("run", help="execute notebooks with papermill into build/")
     g = r.add_mutually_exclusive_group()
@@ -110,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (DatasetNotFoundError, DatasetCorruptError, KeyError) as exc:
-        print(f"mlcourse: {exc}", file=sys.stderr)
+        print(f"mlcourse: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 1
 
 

@@ -3,13 +3,16 @@
 Every file the course reads is listed in ``data/registry.tsv`` (name, sha256, url, licence,
 citation). :func:`fetch` finds a file by looking, in order, in
 
-1. ``$MLCOURSE_DATA_DIR``,
+1. ``$MLCOURSE_DATA_DIR`` (a relative path is taken from the folder where it was set: ``$PWD``,
+   which a Jupyter kernel inherits from the shell that started Jupyter, else the working directory),
 2. the repository's ``data/`` folder,
 3. ``../shared/data`` beside the repository, when it exists,
 4. the user cache (``pooch.os_cache("mlcourse")``),
 
 checks its sha256, and downloads it into the user cache only when it is nowhere local and
-the machine is online (set ``MLCOURSE_OFFLINE=1`` to never try). The loaders below return
+the machine is online (set ``MLCOURSE_OFFLINE=1`` to never try). ``data/lessons.tsv`` says which
+files each lesson reads (:func:`lesson_files`), so a lesson's data can be fetched or verified before
+class. The loaders below return
 plain objects: pandas DataFrames with pymatgen objects, or lists of ASE ``Atoms``.
 """
 
@@ -33,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_DATA = REPO_ROOT / "data"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 REGISTRY_FILE = REPO_DATA / "registry.tsv"
+LESSONS_FILE = REPO_DATA / "lessons.tsv"
 DOWNLOAD_TIMEOUT_S = 4.0
 
 
@@ -67,11 +71,25 @@ def cache_dir() -> Path:
     return Path(pooch.os_cache("mlcourse"))
 
 
+def env_data_dir() -> Path | None:
+    """``$MLCOURSE_DATA_DIR`` as an absolute path, or None when it is not set.
+
+    A relative value is resolved against ``$PWD`` (the shell's folder where it was set: Jupyter
+    kernels inherit it, while their working directory is the notebook's folder), else the working
+    directory.
+    """
+    raw = os.environ.get("MLCOURSE_DATA_DIR")
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else Path(os.environ.get("PWD") or os.getcwd()) / path
+
+
 def search_dirs() -> list[tuple[Path, str]]:
     """The folders searched for data files, in order, each with a label saying why."""
     dirs = []
-    if os.environ.get("MLCOURSE_DATA_DIR"):
-        dirs.append((Path(os.environ["MLCOURSE_DATA_DIR"]), "$MLCOURSE_DATA_DIR"))
+    if env_data_dir() is not None:
+        dirs.append((env_data_dir(), "$MLCOURSE_DATA_DIR"))
     dirs.append((REPO_DATA, "repository data/"))
     if SHARED_DATA.is_dir():
         dirs.append((SHARED_DATA, "shared data beside the repository"))
@@ -123,12 +141,15 @@ def _entry(name: str) -> Entry:
         ) from None
 
 
-def fetch(name: str, download: bool | None = None) -> Path:
+def fetch(name: str, download: bool | None = None, progress: bool = False) -> Path:
     """Path to a verified local copy of dataset ``name``, downloading it if needed and allowed.
 
-    ``download=None`` downloads unless ``$MLCOURSE_OFFLINE`` is set.
+    ``download=None`` downloads unless ``$MLCOURSE_OFFLINE`` is set; ``progress`` shows a download bar.
     """
     entry = _entry(name)
+    if os.environ.get("MLCOURSE_DATA_LOG"):  # the runner's record of what a lesson reads (tests/test_notebooks.py)
+        with open(os.environ["MLCOURSE_DATA_LOG"], "a") as log:
+            log.write(name + "\n")
     local = find_local(name)
     if local is not None:
         return local
@@ -145,7 +166,7 @@ def fetch(name: str, download: bool | None = None) -> Path:
                 known_hash=f"sha256:{entry.sha256}",
                 fname=target.name,
                 path=target.parent,
-                downloader=pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S, progressbar=False),
+                downloader=pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S, progressbar=progress),
             )
             return _checked(target, entry)
         except Exception as exc:  # network errors come in many types; all mean "not here"
@@ -159,6 +180,34 @@ def fetch(name: str, download: bool | None = None) -> Path:
         f"to <folder>/{name} under one of the folders above (for example a folder named by "
         f"$MLCOURSE_DATA_DIR)."
     )
+
+
+@lru_cache(maxsize=1)
+def lessons() -> dict[str, list[str]]:
+    """Lesson notebook stem -> glob patterns of the registered files it reads (``data/lessons.tsv``)."""
+    table: dict[str, list[str]] = {}
+    with open(LESSONS_FILE, newline="") as fh:
+        for row in csv.DictReader((line for line in fh if not line.startswith("#")), delimiter="\t"):
+            table.setdefault(row["lesson"], []).append(row["pattern"])
+    return table
+
+
+def lesson_name(lesson: str) -> str:
+    """The notebook stem of ``lesson``, given as ``"03"``, ``"03_interatomic_potentials"`` or a path to it."""
+    key = Path(lesson).stem
+    found = [stem for stem in lessons() if stem == key or stem.split("_")[0] == key]
+    if len(found) != 1:
+        raise KeyError(f"No lesson '{lesson}' in {LESSONS_FILE}; the lessons are "
+                       f"{', '.join(stem.split('_')[0] for stem in lessons())} ({', '.join(lessons())}).")
+    return found[0]
+
+
+def lesson_files(lesson: str) -> list[str]:
+    """The registered files that ``lesson`` (see :func:`lesson_name`) reads, in fast or full mode."""
+    from fnmatch import fnmatchcase
+
+    patterns = lessons()[lesson_name(lesson)]
+    return [name for name in registry() if any(fnmatchcase(name, p) for p in patterns)]
 
 
 # --------------------------------------------------------------------------- validation

@@ -7,13 +7,14 @@ kernel and every process it starts (for example joblib workers).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
 
 import psutil
 
-from .data import REPO_ROOT
+from .data import REPO_ROOT, env_data_dir
 from .results import build_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -73,6 +74,13 @@ def run_notebook(path: Path, mode: str = "fast", notebook=None, variant: str = "
     if notebook is not None:
         source = out.with_name(f"{path.stem}.{variant}.input.ipynb")
         nbformat.write(notebook, source)
+    data_log = out.with_name(f"{path.stem}.data.txt")  # every registered file the lesson reads
+    data_log.unlink(missing_ok=True)
+    kernel_env = {"MLCOURSE_DATA_LOG": str(data_log)}
+    if env_data_dir() is not None:  # the kernel runs in the notebook's folder: pass the folder meant
+        kernel_env["MLCOURSE_DATA_DIR"] = str(env_data_dir())
+    saved = {k: os.environ.get(k) for k in kernel_env}
+    os.environ.update(kernel_env)
     start, error = time.perf_counter(), None
     try:
         papermill.execute_notebook(
@@ -81,10 +89,13 @@ def run_notebook(path: Path, mode: str = "fast", notebook=None, variant: str = "
         )
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
         error = f"{type(exc).__name__}: {exc}"
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     wall_s = time.perf_counter() - start
     run = {"notebook": path.name, "mode": mode, "variant": variant, "ok": error is None, "error": error,
            "wall_s": round(wall_s, 1), "peak_mb": round(sampler.stop(), 1),
-           "output": str(out)}
+           "output": str(out), "data_log": str(data_log)}
     runs_file = build_dir() / f"runs.{mode}.json"
     runs = json.loads(runs_file.read_text()) if runs_file.exists() else {}
     runs[path.name] = run

@@ -1,7 +1,8 @@
 """Check every notebook's fast-mode run against the budget: ≤ 3 min wall, ≤ 1.5 GB peak memory.
 
 Reads build/runs.fast.json, written by the runner (``mlcourse run --fast`` or the notebook tests);
-run one of those first. Exits 1 if a notebook is missing, failed or is over budget.
+run one of those first. Checks the notebooks named on the command line (default: all). Exits 1 if a
+notebook is missing, failed or is over budget.
 """
 
 import json
@@ -14,7 +15,7 @@ runs_file = build_dir() / "runs.fast.json"
 runs = json.loads(runs_file.read_text()) if runs_file.exists() else {}
 problems = 0
 print(f"{'notebook':40s} {'wall (s)':>9s} {'peak (MB)':>10s}  status   (budget {runner.BUDGET})")
-for path in runner.notebooks():
+for path in [p for p in runner.notebooks() if len(sys.argv) < 2 or p.name in sys.argv[1:]]:
     run = runs.get(path.name)
     if run is None:
         status, problems = "NOT RUN", problems + 1

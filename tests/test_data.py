@@ -1,4 +1,5 @@
 import csv
+from fnmatch import fnmatchcase
 import json
 import shutil
 import time
@@ -182,7 +183,7 @@ def test_cli_reports_a_missing_dataset_without_a_traceback(isolated, capsys):
 @needs_shared
 def test_cli_verify_and_list(capsys):
     assert cli.main(["data", "verify"]) == 0
-    assert "0 corrupt" in capsys.readouterr().out
+    assert "0 missing, 0 corrupt" in capsys.readouterr().out
     assert cli.main(["data", "list"]) == 0
     assert "mlip/mlearn/Si/test.json" in capsys.readouterr().out
 
@@ -223,3 +224,44 @@ def test_load_matbench_structures_reads_matminer_json(isolated, monkeypatch):
     monkeypatch.setitem(data.registry(), name, data.Entry(name, data.sha256sum(path), "", "", ""))
     df = data.load_matbench_structures("jdft2d")
     assert df.structure.iloc[0] == si and df.exfoliation_en.iloc[0] == 42.0
+
+
+def test_verify_fails_when_a_lessons_file_is_missing(isolated, capsys):
+    assert cli.main(["data", "verify"]) == 1
+    out = capsys.readouterr()
+    assert "missing  mlip/mlearn/Si/test.json" in out.out and "0 of" in out.out
+    assert "mlcourse data fetch" in out.err
+    assert cli.main(["data", "verify", "03"]) == 1
+
+
+def test_fetch_a_lesson_honours_offline(isolated, monkeypatch, capsys):
+    import pooch
+
+    monkeypatch.setenv("MLCOURSE_OFFLINE", "1")
+    monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: pytest.fail("downloaded although $MLCOURSE_OFFLINE is set"))
+    assert cli.main(["data", "fetch", "03"]) == 1
+    assert "$MLCOURSE_OFFLINE is set" in capsys.readouterr().err
+    assert cli.main(["data", "fetch"]) == 2  # nothing named: says how, fetches nothing
+
+
+def test_relative_data_dir_is_taken_from_where_it_was_set(tmp_path, monkeypatch):
+    (tmp_path / "course-data").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.setenv("MLCOURSE_DATA_DIR", "course-data")
+    monkeypatch.setenv("PWD", str(tmp_path))          # the shell that set it (and started Jupyter) was here
+    monkeypatch.chdir(tmp_path / "notebooks")          # the kernel runs in the notebook's folder
+    assert data.env_data_dir() == tmp_path / "course-data"
+    assert data.search_dirs()[0] == (tmp_path / "course-data", "$MLCOURSE_DATA_DIR")
+
+
+def test_every_lesson_names_registered_files():
+    from mlcourse import runner
+
+    assert sorted(data.lessons()) == [p.stem for p in runner.notebooks()]
+    for lesson, patterns in data.lessons().items():
+        assert data.lesson_files(lesson), lesson
+        for pattern in patterns:
+            assert any(fnmatchcase(n, pattern) for n in data.registry()), pattern
+    assert data.lesson_name("03") == data.lesson_name("notebooks/03_interatomic_potentials.ipynb") == "03_interatomic_potentials"
+    with pytest.raises(KeyError, match="No lesson '99'.*00, 01"):
+        data.lesson_name("99")

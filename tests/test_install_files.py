@@ -27,7 +27,7 @@ def test_every_install_path_uses_the_lock_on_python_311():
     assert "-r requirements/lock.txt" in env and "python=3.11" in env
     assert (ROOT / "binder/runtime.txt").read_text().strip() == "python-3.11"
     assert "-r requirements/lock.txt" in (ROOT / "binder/postBuild").read_text()
-    assert '">=3.11,<3.12"' in (ROOT / "pyproject.toml").read_text()
+    assert '">=3.11,<3.14"' in (ROOT / "pyproject.toml").read_text()  # 3.13: Colab (requirements/colab.txt)
 
 
 def test_readme_commands_are_what_ci_runs():
@@ -43,3 +43,71 @@ def test_installed_version_matches_the_lock(name):
     except PackageNotFoundError:
         pytest.fail(f"{name} is in requirements/lock.txt but not installed; run `make install`")
     assert installed.split("+")[0] == LOCK[name], f"{name}: installed {installed}, lock {LOCK[name]}"
+
+
+def _names(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, ver = line.split("==", 1)
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = ver.strip()
+    return pins
+
+
+def test_colab_set_changes_none_of_colabs_packages_and_covers_the_course():
+    colab_has = _names(ROOT / "requirements/colab-constraints.txt")
+    installs = _names(ROOT / "requirements/colab.txt")
+    assert colab_has["torch"] == "2.11.0" and colab_has["numpy"] == "2.1.3"
+    assert not set(installs) & set(colab_has), "colab.txt would replace packages Colab already has"
+    assert not [n for n in installs if n.startswith(("nvidia-", "cuda-", "triton"))]
+    wanted = [re.split(r"[=<> #\[]", line, maxsplit=1)[0] for line in (ROOT / "requirements/base.in").read_text().splitlines()
+              if line.strip() and not line.startswith("#") and "# not on Colab" not in line]
+    for name in [re.sub(r"[-_.]+", "-", n).lower() for n in wanted] + ["mace-torch", "matbench"]:
+        assert name in installs or name in colab_has, f"{name} is needed on Colab but neither installed nor preinstalled"
+
+
+def test_setup_cell_is_written_once_and_clones_this_release():
+    import nbformat
+
+    from mlcourse import colab, runner
+
+    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert colab.RELEASE == f"v{version}" and f'KIT_RELEASE = "{colab.RELEASE}"' in colab.SETUP_CELL
+    for path in runner.notebooks():
+        first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert first.source == colab.SETUP_CELL, f"{path.name}: run `python -m mlcourse.colab --write-cells`"
+
+
+def test_setup_cell_outside_colab_explains_and_installs_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mlcourse import colab
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLAB_RELEASE_TAG", "PYTHONPATH")}
+    # -S: no site-packages, so the kit is not importable, as in a kernel that lacks it
+    done = subprocess.run([sys.executable, "-S", "-c", colab.SETUP_CELL], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "not installed in this kernel" in done.stderr and "make course" in done.stderr
+    assert not list(tmp_path.iterdir()), "the set-up cell wrote files outside Colab"
+    done = subprocess.run([sys.executable, "-S", str(ROOT / "mlcourse/colab.py")], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "Colab only" in done.stderr
+
+
+def test_colab_installer_installs_the_colab_set_then_the_kit(monkeypatch):
+    from mlcourse import colab
+
+    calls = []
+    monkeypatch.setattr(colab, "pip", lambda *args: calls.append(args))
+    colab.install()
+    assert calls == [("-q", "--no-deps", "-r", str(ROOT / "requirements/colab.txt")), ("-q", "--no-deps", "-e", str(ROOT))]
+
+
+def test_readme_has_colab_and_binder_badges_for_every_lesson():
+    from mlcourse import colab, runner
+
+    readme = (ROOT / "README.md").read_text()
+    for path in runner.notebooks():
+        assert colab.launch_badges(path.name) in readme, f"README: no launch badges for {path.name}"
+    assert "mlcourse data fetch --all" in (ROOT / "binder/postBuild").read_text()

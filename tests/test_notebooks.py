@@ -2,12 +2,13 @@
 
 import ast
 import json
+from pathlib import Path
 import re
 
 import nbformat
 import pytest
 
-from mlcourse import runner, student
+from mlcourse import colab, data, runner, student
 from mlcourse.results import build_dir
 
 NOTEBOOKS = runner.notebooks()
@@ -38,8 +39,7 @@ def test_header_badge_and_exercises(path):
     nb = nbformat.read(path, as_version=4)
     head = nb.cells[0].source
     assert "**Time:**" in head and "**Prerequisites:**" in head and "You will learn" in head
-    badge = re.search(r"colab\.research\.google\.com/github/[^/]+/[^/]+/blob/main/(\S+?)\)", head)
-    assert badge and badge.group(1) == f"notebooks/{path.name}", "Colab badge must open this notebook"
+    assert colab.launch_badges(path.name) in head, "Colab and Binder badges must open this notebook's release"
     solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
     assert len(solutions) >= 3
     for c in solutions:
@@ -142,3 +142,6 @@ def test_notebook_runs_in_fast_mode_and_records_results(path):
     assert len([r for r in reports if "[self-test]" in r]) == len(student.exercises(nb))
     recorded = json.loads((build_dir() / "results" / f"{path.stem}.fast.json").read_text())
     assert any(e["published"] is not None and e["source"] for e in recorded.values())
+    read = set(Path(run["data_log"]).read_text().split()) if Path(run["data_log"]).exists() else set()
+    unlisted = read - set(data.lesson_files(path.stem))
+    assert not unlisted, f"{path.name} reads files that data/lessons.tsv does not give it: {sorted(unlisted)}"
