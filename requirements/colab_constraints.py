@@ -4,7 +4,7 @@ Colab's list (../shared/colab/pip-freeze.txt, from googlecolab/backend-info) pin
 package; the PyTorch CPU builds appear as download URLs from the PyTorch index, which we turn into
 plain pins (``torch==2.11.0`` also matches Colab's ``2.11.0+cpu``). Packages that are not on the
 package index (Colab's own tools, spaCy models, git checkouts) are left out, and so are the GPU
-libraries (``nvidia-*``, ``cuda-*``, ``triton``): Colab's CPU build of torch does not use them, no
+libraries (``nvidia-*`` but nvidia-ml-py, ``cuda-*``, ``triton``): Colab's CPU build of torch does not use them, no
 course package needs them, and the Colab twin's torch (the package index's build of the same
 version, see the Makefile) needs its own versions of them.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FREEZE = HERE.parent.parent / "shared" / "colab" / "pip-freeze.txt"
 OUT = HERE / "colab-constraints.txt"
-GPU_LIBRARIES = re.compile(r"^(nvidia-|cuda-|triton==)", re.IGNORECASE)
+GPU_LIBRARIES = re.compile(r"^(nvidia-(?!ml-py)|cuda-|triton==)", re.IGNORECASE)
 
 
 def constraints(freeze_text: str) -> list[str]:

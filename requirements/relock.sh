@@ -48,7 +48,7 @@ EOF
 import re, sys
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 has = {norm(l.split("==")[0]) for l in open("requirements/colab-constraints.txt") if "==" in l}
-gpu = re.compile(r"^(nvidia-|cuda-|triton$)")
+gpu = re.compile(r"^(nvidia-(?!ml-py)|cuda-|triton$)")  # CUDA libraries: only the index build of torch needs them
 lines = [l.strip() for l in open(sys.argv[1]) if "==" in l]
 keep = [l for l in lines if norm(l.split("==")[0]) not in has and not gpu.match(norm(l.split("==")[0]))]
 head = ("# Installed by the notebooks' set-up cell on Colab (mlcourse/colab.py) with --no-deps: the course's\n"

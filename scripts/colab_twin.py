@@ -8,7 +8,7 @@
 3. Checks that no package Colab preinstalls changed version.
 4. Executes the notebooks named on the command line (default: all) in fast mode through the
    runner, into build/colab-twin/, and prints the usual time and memory table.
-Exits non-zero if any step fails.
+Exits non-zero if any step fails or a notebook fails (not for the budget; see the end of main).
 """
 
 from __future__ import annotations
@@ -64,9 +64,10 @@ def main(notebooks: list[str]) -> int:
     paths = [p for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
              if not notebooks or any(p.name.startswith(Path(n).name.split("_")[0]) for n in notebooks)]
     done = subprocess.run([py, "-m", "mlcourse.cli", "run", "--fast", *map(str, paths)], cwd=ROOT, env=run_env)
-    table = subprocess.run([py, str(ROOT / "scripts" / "benchmark.py"), *[p.name for p in paths]],
-                           cwd=ROOT, env=run_env)
-    return done.returncode or table.returncode
+    # The table is for information: the budget is checked on the lock's environment (.ci/run). Here torch is
+    # a CUDA build whose libraries add several hundred MB of resident memory that Colab's CPU build has not.
+    subprocess.run([py, str(ROOT / "scripts" / "benchmark.py"), *[p.name for p in paths]], cwd=ROOT, env=run_env)
+    return done.returncode
 
 
 if __name__ == "__main__":
