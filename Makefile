@@ -55,7 +55,7 @@ student: install
 clean:
 	rm -rf build student
 
-$(TWIN_STAMP): requirements/colab-twin.txt requirements/colab-constraints.txt
+$(TWIN_STAMP):  # its name holds the hash of both files: no mtime check, so a fresh clone reuses the base
 	@command -v $(PYTHON_COLAB) >/dev/null || { echo "$(PYTHON_COLAB) not found: the Colab twin needs Python 3.13 (set PYTHON_COLAB=...)"; exit 1; }
 	rm -rf $(TWIN)
 	$(PYTHON_COLAB) -m venv $(TWIN)
