@@ -87,9 +87,9 @@ def env_data_dir() -> Path | None:
 
 def search_dirs() -> list[tuple[Path, str]]:
     """The folders searched for data files, in order, each with a label saying why."""
-    dirs = []
-    if env_data_dir() is not None:
-        dirs.append((env_data_dir(), "$MLCOURSE_DATA_DIR"))
+    dirs, env_dir = [], env_data_dir()
+    if env_dir is not None:
+        dirs.append((env_dir, "$MLCOURSE_DATA_DIR"))
     dirs.append((REPO_DATA, "repository data/"))
     if SHARED_DATA.is_dir():
         dirs.append((SHARED_DATA, "shared data beside the repository"))

@@ -76,9 +76,9 @@ def run_notebook(path: Path, mode: str = "fast", notebook=None, variant: str = "
         nbformat.write(notebook, source)
     data_log = out.with_name(f"{path.stem}.data.txt")  # every registered file the lesson reads
     data_log.unlink(missing_ok=True)
-    kernel_env = {"MLCOURSE_DATA_LOG": str(data_log)}
-    if env_data_dir() is not None:  # the kernel runs in the notebook's folder: pass the folder meant
-        kernel_env["MLCOURSE_DATA_DIR"] = str(env_data_dir())
+    kernel_env, env_dir = {"MLCOURSE_DATA_LOG": str(data_log)}, env_data_dir()
+    if env_dir is not None:  # the kernel runs in the notebook's folder: pass the folder meant
+        kernel_env["MLCOURSE_DATA_DIR"] = str(env_dir)
     saved = {k: os.environ.get(k) for k in kernel_env}
     os.environ.update(kernel_env)
     start, error = time.perf_counter(), None
@@ -91,7 +91,10 @@ def run_notebook(path: Path, mode: str = "fast", notebook=None, variant: str = "
         error = f"{type(exc).__name__}: {exc}"
     finally:
         for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
     wall_s = time.perf_counter() - start
     run = {"notebook": path.name, "mode": mode, "variant": variant, "ok": error is None, "error": error,
            "wall_s": round(wall_s, 1), "peak_mb": round(sampler.stop(), 1),

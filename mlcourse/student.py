@@ -201,11 +201,8 @@ def exercise_test_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     Removing those cells gives back :func:`strip_solutions` (``nb``) exactly.
     """
     student = strip_solutions(nb)
-    cells = []
-    for k, cell in enumerate(student.cells):
-        cells.append(cell)
-        if k > 0 and "solution" in nb.cells[k - 1].metadata.get("tags", []):
-            wrong = nb.cells[k].metadata.get("mlcourse", {}).get("wrong", [])
-            cells.append(_self_test_cell(nb.cells[k - 1].source, nb.cells[k].source, wrong))
-    student.cells = cells
+    after_check = {j: _self_test_cell(nb.cells[i].source, nb.cells[j].source,
+                                      nb.cells[j].metadata.get("mlcourse", {}).get("wrong", []))
+                   for i, j in exercises(nb)}
+    student.cells = [c for k, cell in enumerate(student.cells) for c in [cell, after_check.get(k)] if c is not None]
     return student

@@ -1,4 +1,7 @@
-"""Write requirements/colab-constraints.txt from Colab's published package list.
+"""The Colab package sets of requirements/relock.sh: constraints, preferences, and the split of a resolution.
+
+``python3 requirements/colab_constraints.py`` writes requirements/colab-constraints.txt from Colab's
+published package list; ``... prefer OUT NAME ...`` and ``... split FREEZE`` are relock.sh's other steps.
 
 Colab's list (../shared/colab/pip-freeze.txt, from googlecolab/backend-info) pins every preinstalled
 package; the PyTorch CPU builds appear as download URLs from the PyTorch index, which we turn into
@@ -18,34 +21,76 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FREEZE = HERE.parent.parent / "shared" / "colab" / "pip-freeze.txt"
 OUT = HERE / "colab-constraints.txt"
-GPU_LIBRARIES = re.compile(r"^(nvidia-(?!ml-py)|cuda-|triton==)", re.IGNORECASE)
+GPU_LIBRARY = re.compile(r"^(nvidia-(?!ml-py)|cuda-|triton$)")  # of a normalised name; nvidia-ml-py is no library
+NO_DEPS = {"mace-torch", "matbench"}  # installed with --no-deps in both sets (relock.sh)
+COLAB_HEAD = ("# Installed by the notebooks' set-up cell on Colab (mlcourse/colab.py) with --no-deps: the course's\n"
+              "# packages that Colab lacks, resolved on Python 3.13 against requirements/colab-constraints.txt.\n"
+              "# Made by requirements/relock.sh; do not edit.\n")
+TWIN_HEAD = ("# The Colab twin's base (make colab-twin): Colab's preinstalled versions of every package the course's\n"
+             "# Colab set-up uses, from requirements/colab-constraints.txt. torch comes from the package index (a CUDA\n"
+             "# build that also runs on the CPU, with its GPU libraries): Colab's own CPU build is on PyTorch's index,\n"
+             "# which cannot be reached here. Made by requirements/relock.sh; do not edit.\n")
+
+
+def name(line: str) -> str:
+    """The normalised package name of a ``name==version`` line (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", line.split("==")[0].strip()).lower()
+
+
+def pins(path: Path) -> list[str]:
+    """The ``name==version`` lines of a requirements file."""
+    return [line.strip() for line in path.read_text().splitlines() if "==" in line and not line.startswith("#")]
 
 
 def constraints(freeze_text: str) -> list[str]:
     """``name==version`` for every package of a ``pip freeze`` listing that the index can serve."""
-    pins = []
+    found = []
     for line in freeze_text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if GPU_LIBRARIES.match(line):
-            continue
         if "==" in line:
-            pins.append(line)
+            if not GPU_LIBRARY.match(name(line)):
+                found.append(line)
             continue
         url = re.match(r"(torch\w*) @ https://download\.pytorch\.org/whl/cpu/\w+-([\d.]+)%2Bcpu", line)
         if url:
-            pins.append(f"{url.group(1)}=={url.group(2)}")
-    return sorted(pins, key=str.lower)
+            found.append(f"{url.group(1)}=={url.group(2)}")
+    return sorted(found, key=str.lower)
+
+
+def colab_has() -> set[str]:
+    return {name(line) for line in pins(OUT)}
+
+
+def prefer(out: Path, unpinned: list[str]) -> None:
+    """Write the lock's pins of what Colab lacks (but ``unpinned``), as constraints that keep both sets close."""
+    skip = colab_has() | {name(n) for n in unpinned} | NO_DEPS
+    out.write_text("\n".join(line for line in pins(HERE / "lock.txt") if name(line) not in skip) + "\n")
+
+
+def split(freeze: Path) -> None:
+    """Split a Colab resolution into requirements/colab.txt (what Colab lacks; no GPU libraries, which
+    only the index's torch build needs) and requirements/colab-twin.txt (what Colab has, at its versions)."""
+    has, lines = colab_has(), pins(freeze)
+    for path, head, keep in [(HERE / "colab.txt", COLAB_HEAD, [l for l in lines if name(l) not in has and not GPU_LIBRARY.match(name(l))]),
+                             (HERE / "colab-twin.txt", TWIN_HEAD, [l for l in lines if name(l) in has])]:
+        path.write_text(head + "\n".join(keep) + "\n")
+        print(f"wrote {path} ({len(keep)} packages)")
 
 
 def main(freeze: Path = FREEZE, out: Path = OUT) -> None:
-    pins = constraints(freeze.read_text())
+    found = constraints(freeze.read_text())
     header = (f"# Colab's preinstalled packages as constraints (made by {Path(__file__).name} from\n"
               f"# ../shared/colab/pip-freeze.txt; see ../shared/colab/README.md for its source commit).\n")
-    out.write_text(header + "\n".join(pins) + "\n")
-    print(f"wrote {out} ({len(pins)} pins)")
+    out.write_text(header + "\n".join(found) + "\n")
+    print(f"wrote {out} ({len(found)} pins)")
 
 
 if __name__ == "__main__":
-    main(*(Path(a) for a in sys.argv[1:]))
+    if sys.argv[1:2] == ["prefer"]:
+        prefer(Path(sys.argv[2]), sys.argv[3:])
+    elif sys.argv[1:2] == ["split"]:
+        split(Path(sys.argv[2]))
+    else:
+        main(*(Path(a) for a in sys.argv[1:]))
