@@ -625,12 +625,15 @@ def load_migration_barriers(split: str = "train") -> pd.DataFrame:
 
 def load_migration_endpoints() -> pd.DataFrame:
     """Initial and final supercells (mobile ion = site 0) of the 60 test pathways: ``sys_name``,
-    ``initial``, ``final`` (pymatgen Structures), ``target`` (Em, eV). Only the test split has them."""
+    ``initial``, ``final`` (pymatgen Structures), ``target`` (Em, eV). Only the test split has them.
+    ValueError naming the pathway for a malformed structure or a NaN or infinite barrier."""
     with open(fetch(f"{MIGRATION_DIR}/DATA_FILES/MODEL-1-2/RAW/BOTH-RAW-Em-TEST.json")) as fh:
         entries = json.load(fh)
-    return pd.DataFrame([{"sys_name": e["sys_name"], "initial": jarvis_structure(e["atoms_ini"], e["sys_name"]),
-                          "final": jarvis_structure(e["atoms_fin"], e["sys_name"]), "target": float(e["target"])}
-                         for e in entries])
+    frame = pd.DataFrame([{"sys_name": e["sys_name"], "initial": jarvis_structure(e["atoms_ini"], e["sys_name"]),
+                           "final": jarvis_structure(e["atoms_fin"], e["sys_name"]), "target": e["target"]}
+                          for e in entries])
+    frame["target"] = check_targets(frame.set_index("sys_name")["target"]).to_numpy()
+    return frame
 
 
 def load_migration_tabulation(sheet: str = "COMPLETE-TABUATION") -> pd.DataFrame:

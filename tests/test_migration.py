@@ -156,3 +156,15 @@ def test_jarvis_structure_with_nan_or_inf_names_the_structure_and_the_row(key, b
 def test_arrhenius_diffusivity_needs_a_positive_temperature(T):
     with pytest.raises(ValueError, match=r"T \(K\) must be a finite number > 0"):
         migration.arrhenius_diffusivity(0.3, T=T)
+
+
+def test_endpoints_with_an_infinite_barrier_name_the_pathway(tmp_path, monkeypatch):
+    import json
+
+    entries = [{"sys_name": name, "atoms_ini": CUBE, "atoms_fin": CUBE, "target": target}
+               for name, target in (("LiO_1", 0.4), ("LiO_2", float("inf")))]
+    path = tmp_path / "ends.json"
+    path.write_text(json.dumps(entries))
+    monkeypatch.setattr(data, "fetch", lambda name: path)
+    with pytest.raises(ValueError, match=r"infinite.*'LiO_2' \(inf\)"):
+        data.load_migration_endpoints()
