@@ -26,8 +26,8 @@ install: $(STAMP)
 $(STAMP): requirements/lock.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: the pinned torch 2.13.0 wheel needs Python 3.11 (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# The lock is the complete, already-resolved environment: install it as is (see README, "Pins").
-	$(BIN)/python -m pip install --no-deps --disable-pip-version-check $(PIP_OPTS) -r requirements/lock.txt
+	# The lock is the complete, already-resolved environment: install it as is, every file checked against its sha256 (see README, "Pins").
+	$(BIN)/python -m pip install --no-deps --require-hashes --disable-pip-version-check $(PIP_OPTS) -r requirements/lock.txt
 	$(BIN)/python -m pip install --no-deps --disable-pip-version-check -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mlcourse)"
 	rm -f $(VENV)/.installed-*

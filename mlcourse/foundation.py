@@ -13,6 +13,7 @@ downloads.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import random
@@ -27,6 +28,36 @@ ERROR_COLUMNS = ["E MAE (meV/atom)", "E RMSE (meV/atom)", "F MAE (eV/Å)", "F RM
 
 
 # --------------------------------------------------------------------------- loading models
+
+NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"  # torch.load's switch to full unpickling (runs pickled code)
+
+
+@contextlib.contextmanager
+def full_unpickling():
+    """Inside, ``torch.load`` unpickles whole objects (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), as the
+    trusted checkpoints from the sevenn wheel and mace-torch need; on exit the variable is as it was
+    before, so a plain ``torch.load`` refuses pickled code again (``weights_only=True``, torch's default).
+    """
+    before = os.environ.get(NO_WEIGHTS_ONLY)
+    os.environ[NO_WEIGHTS_ONLY] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(NO_WEIGHTS_ONLY, None)
+        else:
+            os.environ[NO_WEIGHTS_ONLY] = before
+
+
+def import_mace(module: str = "mace"):
+    """``importlib.import_module(module)`` of mace-torch without its process-wide side effect.
+
+    mace-torch sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` for the whole process when it (or
+    ``mace.calculators``) is first imported; here that happens inside :func:`full_unpickling`, which
+    puts the variable back. Also silences mace's note about cuequivariance on stdout.
+    """
+    with full_unpickling(), contextlib.redirect_stdout(io.StringIO()):
+        return importlib.import_module(module)
 
 
 def chgnet_calculator(model=None):
@@ -43,23 +74,20 @@ def chgnet_calculator(model=None):
 
 def sevennet_calculator():
     """ASE calculator of SevenNet-0 (11 Jul 2024 weights, from the ``sevenn`` wheel) on the CPU."""
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # sevenn's checkpoints need full unpickling
-    from sevenn.calculator import SevenNetCalculator
+    with full_unpickling():  # sevenn's checkpoints need full unpickling
+        from sevenn.calculator import SevenNetCalculator
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="No tensor product accelerator")
-        return SevenNetCalculator("7net-0", device="cpu")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No tensor product accelerator")
+            return SevenNetCalculator("7net-0", device="cpu")
 
 
 def mace_mp_checkpoint(model: str = "medium") -> Path:
     """Where ``mace.calculators.mace_mp`` caches the MACE-MP-0 checkpoint ``model`` (may not exist)."""
-    with contextlib.redirect_stdout(io.StringIO()):  # mace prints a note about cuequivariance on import
-        from mace.calculators.foundations_models import mace_mp_urls
-        from mace.tools.utils import get_cache_dir
-
-    if model not in mace_mp_urls:
-        raise ValueError(f"unknown MACE-MP model {model!r}; choose one of {sorted(mace_mp_urls)}")
-    return Path(get_cache_dir()) / os.path.basename(mace_mp_urls[model])
+    urls = import_mace("mace.calculators.foundations_models").mace_mp_urls
+    if model not in urls:
+        raise ValueError(f"unknown MACE-MP model {model!r}; choose one of {sorted(urls)}")
+    return Path(import_mace("mace.tools.utils").get_cache_dir()) / os.path.basename(urls[model])
 
 
 def mace_mp_calculator(model: str = "medium"):
@@ -72,10 +100,9 @@ def mace_mp_calculator(model: str = "medium"):
         print(f"MACE-MP-0 ({model}) skipped: no checkpoint at {path} (this course never downloads it; "
               f"run `mace_mp(model='{model}')` once online to cache it)")
         return None
-    from mace.calculators import mace_mp
-
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    mace_mp = import_mace("mace.calculators").mace_mp
+    with full_unpickling(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # full unpickling: mace's checkpoints are pickled modules
         return mace_mp(model=str(path), device="cpu", default_dtype="float64")
 
 

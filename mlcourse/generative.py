@@ -239,10 +239,10 @@ class CrystalDiffusion:
         """A fresh model whose element list and lattice statistics come from ``structures``."""
         if len(structures) == 0:
             raise ValueError("need at least one training structure")
+        from .data import check_ordered
+
         for i, s in enumerate(structures):
-            if not s.is_ordered:
-                raise ValueError(f"structure {i} ({s.composition.reduced_formula}) is disordered; "
-                                 "the model needs one element per site")
+            check_ordered(s, i)
         elements = [el.symbol for el in sorted({el for s in structures for el in s.composition.elements}, key=lambda e: e.Z)]
         lat = lattice_features(structures)
         std = lat.std(0)
@@ -251,11 +251,13 @@ class CrystalDiffusion:
         return cls(elements, lat.mean(0), std, dict(sorted(counts.items())), **kw)
 
     def to_batch(self, structures: Sequence) -> CrystalBatch:
-        """Tensors of ``structures``; raises ValueError naming a structure with an unknown element."""
+        """Tensors of ``structures``; raises ValueError naming a structure with an unknown element or a disordered site."""
+        from .data import check_ordered
+
         index = {e: i for i, e in enumerate(self.elements)}
         frac, types, batch = [], [], []
         for i, s in enumerate(structures):
-            for site in s:
+            for site in check_ordered(s, i):
                 sym = site.specie.symbol
                 if sym not in index:
                     raise ValueError(f"structure {i} ({s.composition.reduced_formula}) has element {sym}, "

@@ -52,6 +52,10 @@ STRATEGIES = ("all", "new_head", "last_layer", "conv")
 # learned weights); "pair": a graph of two structures (e.g. the initial and final state of a hop, see
 # pair_graph), each mean-pooled, their vectors concatenated; "pair_difference": the same plus their difference.
 READOUTS = ("mean", "attention", "pair", "pair_difference")
+# Two sites closer than this (Å) are one atom twice (a 0 Å edge), see structure_to_graph. Far below any bond
+# (H2: 0.74 Å): lesson 07's bands put the ion's images as close as 0.26 Å to host atoms on purpose, and its
+# NASICON hosts have atoms 0.014 Å apart in the published data.
+MIN_DISTANCE = 0.01
 
 
 def to_physical(prop: str, scaled) -> np.ndarray:
@@ -98,12 +102,21 @@ def structure_to_graph(structure, target=None, cutoff: float = 8.0, max_neighbor
     ``max_neighbors`` nearest neighbours within ``cutoff`` (Å, periodic images included); ``edge_dist``
     holds their distances (Å). ``y`` is the target as a (1, n_tasks) float tensor (NaN = missing).
 
-    Raises ValueError naming ``entry`` and the site when an atom has no neighbour within the cutoff.
+    Raises ValueError naming ``entry`` and the site when an atom has no neighbour within the cutoff, the
+    two sites when atoms overlap (closer than :data:`MIN_DISTANCE`), or the site of a disordered structure.
     """
-    s = _as_structure(structure, entry)
+    from .data import check_ordered
+
+    s = check_ordered(_as_structure(structure, entry), entry)
     if len(s) == 0:
         raise ValueError(f"entry {entry!r}: structure has no atoms")
     center, neighbor, _, dist = s.get_neighbor_list(r=cutoff)
+    if len(dist) and dist.min() < MIN_DISTANCE:
+        k = int(np.argmin(dist))
+        i, j = sorted((int(center[k]), int(neighbor[k])))
+        raise ValueError(f"entry {entry!r}: sites {i} ({s[i].species_string}) and {j} ({s[j].species_string}) "
+                         f"overlap, {dist[k]:.3g} Å apart (an atom counted twice?); remove the duplicate or fix "
+                         "the coordinates")
     order = np.lexsort((dist, center))
     center, neighbor, dist = center[order], neighbor[order], dist[order]
     counts = np.bincount(center, minlength=len(s))
@@ -128,14 +141,18 @@ def build_dataset(structures: Sequence, targets, cutoff: float = 8.0, max_neighb
 
     ``structures``: pymatgen Structures, ASE Atoms or JARVIS dicts. ``targets``: shape (n,) or
     (n, n_tasks), any unit (the model learns in that unit). ``cutoff`` in Å. ``ids`` name the entries
-    in error messages (default: their positions). NaN targets raise ValueError naming the entry,
-    unless ``allow_missing`` (multi-property data, where NaN marks a missing property; a row with
-    no property at all still raises).
+    in error messages (default: their positions), one per structure. NaN or infinite targets raise
+    ValueError naming the entry (:func:`mlcourse.data.check_targets`), NaN unless ``allow_missing``
+    (multi-property data, where NaN marks a missing property; a row with no property at all still raises).
 
     A structure with an atom that has no neighbour within ``cutoff`` raises ValueError naming it;
     with ``skip_isolated=True`` such structures are left out with a warning that names each one.
     Every graph carries ``entry`` (its id) so that results can be joined back.
     """
+    import pandas as pd
+
+    from .data import check_targets
+
     targets = np.asarray(targets, dtype=float)
     if targets.ndim == 1:
         targets = targets[:, None]
@@ -144,11 +161,9 @@ def build_dataset(structures: Sequence, targets, cutoff: float = 8.0, max_neighb
     if len(structures) == 0:
         raise ValueError("empty dataset: no structures given")
     ids = list(range(len(structures))) if ids is None else list(ids)
-    nan = np.isnan(targets)
-    bad = np.flatnonzero(nan.all(axis=1) if allow_missing else nan.any(axis=1))
-    if len(bad):
-        shown = ", ".join(repr(ids[i]) for i in bad[:5])
-        raise ValueError(f"{len(bad)} target(s) are NaN (entries {shown}); remove or fill them")
+    if len(ids) != len(structures):
+        raise ValueError(f"{len(ids)} ids for {len(structures)} structures: give one id per structure, or none")
+    check_targets(pd.DataFrame(targets, index=ids), allow_missing)
     it = zip(ids, structures, targets)
     if progress:
         from tqdm.auto import tqdm

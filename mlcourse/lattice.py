@@ -13,6 +13,30 @@ K_B = 8.617333262e-5  # Boltzmann constant, eV/K
 ONSAGER_TC = 2.0 / np.log(1.0 + np.sqrt(2.0))  # k_B·T_c/J of the 2D square-lattice Ising model, 2.269
 
 
+# --------------------------------------------------------------------------- input checks
+
+
+def check_temperature(T, name: str = "kT") -> np.ndarray:
+    """``T`` (a number or an array) as floats; ValueError naming ``name`` unless every value is finite and > 0.
+
+    Boltzmann factors exp(−ΔE/T) and rates exp(−Em/k_B T) need T > 0; at T = 0 they divide by zero.
+    """
+    values = np.asarray(T, dtype=float)
+    if values.size == 0 or not (np.isfinite(values) & (values > 0)).all():
+        raise ValueError(f"{name} must be a finite number > 0, got {T!r}; give a temperature above zero "
+                         "(a ground state is the T → 0 limit, reached by cooling in steps)")
+    return values
+
+
+def check_side(L, even: bool = False) -> int:
+    """The lattice side ``L`` as an int; ValueError unless it is an integer ≥ 2 (and even, if ``even``)."""
+    if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 2 or (even and L % 2):
+        need = "an even integer ≥ 2 (the checkerboard update needs two colours that alternate around the periodic lattice)" \
+            if even else "an integer ≥ 2"
+        raise ValueError(f"L must be {need}, got {L!r}")
+    return int(L)
+
+
 # --------------------------------------------------------------------------- 2D Ising model
 
 
@@ -29,8 +53,13 @@ def ising_metropolis(L: int, kT: float, n_sweeps: int, J: float = 1.0, seed: int
     Sites of one colour of the checkerboard do not interact, so all of them can be tried at once:
     flipping s_i changes the energy by ΔE = 2 J s_i h_i with h_i the sum of its 4 neighbours, and
     is accepted with probability min(1, exp(−ΔE/kT)). Returns (energy per site after each sweep,
-    |magnetisation| per site after each sweep, final spins).
+    |magnetisation| per site after each sweep, final spins). ValueError for kT ≤ 0 or NaN, or an odd L
+    (with odd L two neighbours across the periodic boundary have one colour and would flip together).
     """
+    L = check_side(L, even=True)
+    kT = float(check_temperature(kT, "kT"))
+    if spins is not None and (np.shape(spins) != (L, L) or not np.isin(spins, (-1, 1)).all()):
+        raise ValueError(f"spins must be an L×L = {L}×{L} array of ±1, got shape {np.shape(spins)}")
     rng = np.random.default_rng(seed)
     s = rng.choice([-1, 1], size=(L, L)) if spins is None else spins.copy()
     colour = np.indices((L, L)).sum(axis=0) % 2
@@ -82,8 +111,9 @@ def canonical_swap_mc(sigma: np.ndarray, shells: list[np.ndarray], J: np.ndarray
     A trial swaps a random A site i with a random B site j. With local fields h_i = Σ_s J_s Σ σ_nb,
     swapping equals flipping both: ΔE = −2σ_i h_i − 2σ_j h_j + 4 J_ij σ_i σ_j, where the last term
     puts back the i–j bond that the two flips would otherwise count twice. One sweep is n_sites
-    trials. Returns (energy per site after each sweep, final σ).
+    trials. Returns (energy per site after each sweep, final σ). ValueError for kT ≤ 0 or NaN.
     """
+    kT = float(check_temperature(kT, "kT"))
     rng = np.random.default_rng(seed)
     s = sigma.astype(float).copy()
     n = len(s)
@@ -119,8 +149,10 @@ def kmc_lattice_gas(L: int, n_particles: int, Em: float, T: float, n_steps: int,
     T in K); hops to occupied sites are blocked. Every step lists all allowed hops, picks one with
     probability proportional to its rate (here all rates are equal) and advances the clock by
     Δt = −ln(u)/R with R the total rate. Returns (times in s, mean squared displacement in a² units
-    of ``a`` squared, averaged over particles) after each step.
+    of ``a`` squared, averaged over particles) after each step. ValueError for T ≤ 0 K or NaN, L < 2.
     """
+    L = check_side(L)
+    T = float(check_temperature(T, "T (K)"))
     if not 0 < n_particles < L * L:
         raise ValueError(f"need 0 < n_particles < L² = {L * L}, got {n_particles}")
     rng = np.random.default_rng(seed)
@@ -153,8 +185,8 @@ def diffusivity(times: np.ndarray, msd: np.ndarray, dim: int = 2) -> float:
 
 
 def arrhenius_fit(T: np.ndarray, D: np.ndarray) -> tuple[float, float]:
-    """Fit D = D0·exp(−Em/k_B T); returns (Em in eV, D0 in the unit of D)."""
-    slope, intercept = np.polyfit(1.0 / (K_B * np.asarray(T, float)), np.log(D), 1)
+    """Fit D = D0·exp(−Em/k_B T); returns (Em in eV, D0 in the unit of D). ValueError for T ≤ 0 K."""
+    slope, intercept = np.polyfit(1.0 / (K_B * check_temperature(T, "T (K)")), np.log(D), 1)
     return float(-slope), float(np.exp(intercept))
 
 
@@ -196,6 +228,7 @@ def canonical_scan(ce, structure, temperatures, n_sweeps: int, seed: int = 0, pr
     from mchammer.ensembles import CanonicalEnsemble
     from tqdm.auto import tqdm
 
+    check_temperature(temperatures, "temperatures (K)")
     structure = structure.copy()
     n = len(structure)
     shell = neighbor_shells(structure.positions, structure.cell.array, 1)[0]
@@ -229,6 +262,7 @@ def sgc_scan(ce, structure, temperature: float, dmus, n_sweeps: int, species: tu
     from mchammer.ensembles import SemiGrandCanonicalEnsemble
     from tqdm.auto import tqdm
 
+    check_temperature(temperature, "temperature (K)")
     structure = structure.copy()
     n = len(structure)
     calc = ClusterExpansionCalculator(structure, ce)

@@ -79,10 +79,12 @@ def barrier_metrics(y_true, y_pred) -> dict[str, float]:
 
 
 def arrhenius_diffusivity(Em, T: float = 300.0, hop_length: float = 3.0, nu: float = 1e13, dim: int = 3):
-    """Random-walk diffusivity D = ν a² exp(−Em/k_B T) / (2·dim) in cm²/s (Em in eV, a in Å, ν in Hz)."""
-    from .lattice import K_B
+    """Random-walk diffusivity D = ν a² exp(−Em/k_B T) / (2·dim) in cm²/s (Em in eV, a in Å, ν in Hz).
 
-    return nu * (hop_length * 1e-8) ** 2 * np.exp(-np.asarray(Em, float) / (K_B * T)) / (2 * dim)
+    ValueError for T ≤ 0 K or NaN."""
+    from .lattice import K_B, check_temperature
+
+    return nu * (hop_length * 1e-8) ** 2 * np.exp(-np.asarray(Em, float) / (K_B * check_temperature(T, "T (K)"))) / (2 * dim)
 
 
 def neb_barrier(initial, final, calc, n_images: int = 5, fmax: float = 0.1, steps: int = 200,

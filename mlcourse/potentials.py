@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import sys
 import tempfile
 from pathlib import Path
 
@@ -209,8 +210,10 @@ def mace_model(frames: list, r_max: float = 5.0, channels: int = 16, max_L: int 
     """
     import torch
     from e3nn import o3
-    from mace import modules
 
+    from .foundation import import_mace
+
+    modules = import_mace("mace.modules")
     torch.manual_seed(seed)
     torch.set_default_dtype(torch.float64)
     e0 = reference_energies(frames)
@@ -252,9 +255,8 @@ def nequip_model(frames: list, r_max: float = 5.0, features: int = 16, l_max: in
 
 
 def _is_mace(model) -> bool:
-    from mace.modules import MACE
-
-    return isinstance(model, MACE)
+    mace_modules = sys.modules.get("mace.modules")  # a MACE model exists only once mace-torch is imported
+    return mace_modules is not None and isinstance(model, mace_modules.MACE)
 
 
 def _nequip_transforms(model) -> list:
@@ -268,9 +270,9 @@ def _nequip_transforms(model) -> list:
 def _graphs(model, frames: list) -> list:
     """One library input graph per frame (positions, cell, neighbour list) for ``model``."""
     if _is_mace(model):
-        from mace import data as mace_data
-        from mace import tools
+        from .foundation import import_mace
 
+        mace_data, tools = import_mace("mace.data"), import_mace("mace.tools")
         z_table = tools.AtomicNumberTable([int(z) for z in model.atomic_numbers])
         configs = mace_data.config_from_atoms_list(
             [a.copy() for a in frames], key_specification=mace_data.KeySpecification.from_defaults())
@@ -290,9 +292,9 @@ def _graphs(model, frames: list) -> list:
 def _forward(model, graphs: list, training: bool):
     """Energies (n,), forces (Σatoms, 3) and stresses (n, 3, 3) in eV, eV/Å, eV/Å³ for a batch of graphs."""
     if _is_mace(model):
-        from mace.tools.torch_geometric import Batch
+        from .foundation import import_mace
 
-        batch = Batch.from_data_list(graphs)
+        batch = import_mace("mace.tools.torch_geometric").Batch.from_data_list(graphs)
         out = model(batch.to_dict(), training=training, compute_force=True, compute_stress=True)
         return out["energy"], out["forces"], out["stress"]
     from nequip.data import AtomicDataDict
@@ -373,9 +375,9 @@ def calculator(model):
     """The library's own ASE calculator for a trained MACE or NequIP model (energy, forces, stress)."""
     model.eval()
     if _is_mace(model):
-        from mace.calculators import MACECalculator
+        from .foundation import import_mace
 
-        return MACECalculator(models=model, device="cpu", default_dtype="float64")
+        return import_mace("mace.calculators").MACECalculator(models=model, device="cpu", default_dtype="float64")
     from nequip.integrations.ase import NequIPCalculator
 
     return NequIPCalculator(model, device="cpu", transforms=_nequip_transforms(model))

@@ -26,9 +26,13 @@ def sine_coulomb_eigenvalues(structures: Sequence, n_max: int | None = None) -> 
     """Sorted eigenvalues of the sine Coulomb matrix (Faber et al. 2015), one row per structure.
 
     Invariant to atom order, rotation and translation; rows are zero-padded to ``n_max`` sites.
+    ValueError naming a disordered structure (one species per site is needed).
     """
     from matminer.featurizers.structure import SineCoulombMatrix
 
+    from .data import check_ordered
+
+    structures = [check_ordered(s, i) for i, s in enumerate(structures)]
     scm = SineCoulombMatrix(flatten=True)
     scm.fit(structures)
     feats = np.array([scm.featurize(s) for s in structures], dtype=float)

@@ -1,7 +1,8 @@
-"""The Colab package sets of requirements/relock.sh: constraints, preferences, and the split of a resolution.
+"""requirements/relock.sh's Python steps: the lock's hashes and the Colab sets (constraints, preferences, split).
 
 ``python3 requirements/colab_constraints.py`` writes requirements/colab-constraints.txt from Colab's
-published package list; ``... prefer OUT NAME ...`` and ``... split FREEZE`` are relock.sh's other steps.
+published package list; ``... prefer OUT NAME ...`` and ``... split FREEZE`` are relock.sh's other Colab
+steps; ``... hashes PINS DIST`` writes requirements/lock.txt from the pins and the files pip downloaded for them.
 
 Colab's list (../shared/colab/pip-freeze.txt, from googlecolab/backend-info) pins every preinstalled
 package; the PyTorch CPU builds appear as download URLs from the PyTorch index, which we turn into
@@ -38,8 +39,37 @@ def name(line: str) -> str:
 
 
 def pins(path: Path) -> list[str]:
-    """The ``name==version`` lines of a requirements file."""
-    return [line.strip() for line in path.read_text().splitlines() if "==" in line and not line.startswith("#")]
+    """The ``name==version`` requirements of a requirements file (without options such as ``--hash``)."""
+    return [line.split()[0] for line in path.read_text().splitlines() if "==" in line and not line.startswith("#")]
+
+
+LOCK_HEAD = ("# The complete course environment, Python 3.11 on Linux x86_64 (torch: the CPU build). Made by\n"
+             "# requirements/relock.sh; do not edit. Install with pip's --no-deps --require-hashes (Makefile, binder/).\n")
+
+
+def hashes(pin_file: Path, dist: Path, out: Path = HERE / "lock.txt") -> None:
+    """Write ``out``: each pin of ``pin_file`` with the sha256 of the file pip downloaded for it into ``dist``
+    (``pip download --no-deps -r PINS -d DIST``). ValueError naming a pin without a file or a file without a pin."""
+    import hashlib
+
+    wanted = {name(line): line for line in pins(pin_file)}
+    found: dict[str, list[str]] = {}
+    for path in sorted(dist.iterdir()):
+        stem = path.name.removesuffix(".tar.gz").removesuffix(".zip").removesuffix(".whl")
+        # wheel: name-version-...; sdist: name-version (a name may hold dashes, a version does not)
+        parts = stem.split("-")
+        key = next((name("-".join(parts[:k])) for k in range(len(parts), 0, -1) if name("-".join(parts[:k])) in wanted),
+                   None)
+        if key is None:
+            raise ValueError(f"{path.name} in {dist} matches no pin of {pin_file}")
+        found.setdefault(key, []).append(hashlib.sha256(path.read_bytes()).hexdigest())
+    lacking = sorted(set(wanted) - set(found))
+    if lacking:
+        raise ValueError(f"no downloaded file for {', '.join(lacking)}: rerun pip download into {dist}")
+    lines = [f"{wanted[k]} " + " ".join(f"--hash=sha256:{h}" for h in sorted(found[k]))
+             for k in sorted(wanted, key=lambda k: wanted[k].lower())]
+    out.write_text(LOCK_HEAD + "\n".join(lines) + "\n")
+    print(f"wrote {out} ({len(lines)} packages, each with its sha256)")
 
 
 def constraints(freeze_text: str) -> list[str]:
@@ -92,5 +122,7 @@ if __name__ == "__main__":
         prefer(Path(sys.argv[2]), sys.argv[3:])
     elif sys.argv[1:2] == ["split"]:
         split(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["hashes"]:
+        hashes(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
         main(*(Path(a) for a in sys.argv[1:]))

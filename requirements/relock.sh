@@ -5,7 +5,12 @@
 #   requirements/colab-twin.txt  Colab's versions of the rest of that resolution (the Colab twin's base)
 #                           (requirements/colab-constraints.txt, from ../shared/colab/pip-freeze.txt)
 # mace-torch and matbench go in with --no-deps in both: their declared pins conflict with the stack on purpose.
-# Usage: bash requirements/relock.sh [lock|colab]   (default: both)
+# The lock carries the sha256 of every file pip installs from it on Linux x86_64 (make install uses
+# --require-hashes): pip downloads each pinned file, the script hashes what it got. torch is the CPU build,
+# which pip takes from this machine's wheel folder (pip config: find-links) or --extra-index-url
+# https://download.pytorch.org/whl/cpu.
+# Usage: bash requirements/relock.sh [lock|colab|hashes]   (default: both lock and colab;
+#        hashes: the lock's own pins hashed afresh, no new resolution)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-both}
@@ -16,13 +21,24 @@ COLAB_TORCH=2.11.0   # Colab's torch (its CPU build); the Colab twin takes the p
 # Lock pins that Colab's older numpy/scipy/requests/dill cannot take: resolved afresh for Colab.
 COLAB_UNPINNED="matminer pymatgen pymatgen-core pathos pox ppft multiprocess"
 
+hash_lock() {  # requirements/lock.txt: the pins of file $1, each with the sha256 of the file pip downloads for it
+  python3.11 -m pip download --no-deps --disable-pip-version-check -q -d "$tmp/dist" -r "$1"
+  python3 requirements/colab_constraints.py hashes "$1" "$tmp/dist"
+}
+
 if [[ $what == both || $what == lock ]]; then
   python3.11 -m venv "$tmp/lock"
-  "$tmp/lock/bin/pip" install -r requirements/base.in
+  "$tmp/lock/bin/pip" install -r requirements/base.in   # upgrades the venv's setuptools to what torch needs
   "$tmp/lock/bin/pip" install --no-deps $NO_DEPS
   "$tmp/lock/bin/pip" check || true   # expected: mace-torch's e3nn pin and matbench's old pins
-  "$tmp/lock/bin/pip" freeze --exclude-editable | sed 's/+cpu$//' > requirements/lock.txt
-  echo "wrote requirements/lock.txt ($(wc -l < requirements/lock.txt) packages)"
+  # --all keeps setuptools (torch needs setuptools>=77.0.3, newer than a fresh venv's); pip itself stays out
+  "$tmp/lock/bin/pip" freeze --all --exclude-editable --exclude pip | sed 's/+cpu$//' > "$tmp/pins.txt"
+  hash_lock "$tmp/pins.txt"
+fi
+
+if [[ $what == hashes ]]; then
+  grep -v '^#' requirements/lock.txt | cut -d' ' -f1 > "$tmp/pins.txt"
+  hash_lock "$tmp/pins.txt"
 fi
 
 if [[ $what == both || $what == colab ]]; then

@@ -265,3 +265,107 @@ def test_every_lesson_names_registered_files():
     assert data.lesson_name("03") == data.lesson_name("notebooks/03_interatomic_potentials.ipynb") == "03_interatomic_potentials"
     with pytest.raises(KeyError, match="No lesson '99'.*00, 01"):
         data.lesson_name("99")
+
+
+def test_zero_or_negative_amounts_are_errors_naming_the_element():
+    with pytest.raises(ValueError, match=r"row 7.*'Fe0O3' gives Fe an amount of zero"):
+        data.parse_formula("Fe0O3", entry="row 7")  # pymatgen alone reads it as O3
+    with pytest.raises(ValueError, match=r"'\(FeO\)0Na' gives Fe, O an amount of zero"):
+        data.parse_formula("(FeO)0Na")
+    with pytest.raises(ValueError, match=r"row 8.*'Fe-1O3'.*positive"):
+        data.parse_formula("Fe-1O3", entry="row 8")
+    assert data.parse_formula("Fe0.5O").num_atoms == 1.5
+
+
+def test_infinite_targets_raise_naming_the_entries():
+    s = pd.Series([1.0, np.inf, "-inf", 2.0], index=["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match=r"2 target\(s\) are NaN, infinite.*'b' \(inf\), 'c' \('-inf'\)"):
+        data.check_targets(s)
+    assert data.check_targets(pd.Series([1, "2.5"])).tolist() == [1.0, 2.5]
+
+
+def test_check_targets_of_several_properties_allows_missing_only_when_told():
+    frame = pd.DataFrame([[1.0, np.nan], [2.0, 3.0]], index=["x", "y"])
+    with pytest.raises(ValueError, match=r"entries 'x' \(\[1.0, nan\]\)"):
+        data.check_targets(frame)
+    assert data.check_targets(frame, allow_missing=True).shape == (2, 2)
+    for row in ([np.nan, np.nan], [1.0, -np.inf]):
+        with pytest.raises(ValueError, match="entries 'z'"):
+            data.check_targets(pd.concat([frame, pd.DataFrame([row], index=["z"])]), allow_missing=True)
+
+
+def test_load_matbench_rejects_a_csv_with_an_infinite_target(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("formula,target\nFe2O3,1.0\nNaCl,inf\nKCl,-inf\n")
+    monkeypatch.setattr(data, "fetch", lambda name: bad)
+    with pytest.raises(ValueError, match=r"2 target\(s\).*mb-expt-gap-2.*mb-expt-gap-3"):
+        data.load_matbench("expt_gap")
+
+
+def _mlearn_file(tmp_path, monkeypatch, **outputs):
+    from pymatgen.core import Lattice, Structure
+
+    si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    good = {"energy": -10.8, "forces": [[0.0, 0.0, 0.1], [0.0, 0.0, -0.1]], "virial_stress": [1, 1, 1, 0, 0, 0]}
+    entries = [{"structure": si.as_dict(), "group": "Ground", "outputs": good},
+               {"structure": si.as_dict(), "group": "Vacancy",
+                "outputs": {k: v for k, v in {**good, **outputs}.items() if v is not None}}]
+    path = tmp_path / "mlearn.json"
+    path.write_text(json.dumps(entries))  # json writes NaN and Infinity, as Python reads them
+    monkeypatch.setattr(data, "fetch", lambda name: path)
+    return path
+
+
+def test_mlearn_entry_without_forces_names_the_entry_and_what_it_needs(tmp_path, monkeypatch):
+    _mlearn_file(tmp_path, monkeypatch, forces=None)
+    with pytest.raises(ValueError, match=r"Si/test entry 1 \(Vacancy\): no forces; each entry needs"):
+        data.load_mlearn("Si", "test")
+
+
+@pytest.mark.parametrize("key, value", [("forces", [[0.0, float("nan"), 0.0], [0.0, 0.0, 0.0]]),
+                                        ("forces", [[0.0, 0.0, 0.0]]), ("energy", float("inf")),
+                                        ("virial_stress", [1, 1, 1, 0, 0, float("nan")])])
+def test_mlearn_nan_inf_or_misshapen_labels_name_the_entry(tmp_path, monkeypatch, key, value):
+    _mlearn_file(tmp_path, monkeypatch, **{key: value})
+    with pytest.raises(ValueError, match=rf"Si/test entry 1 \(Vacancy\): {key} must be finite numbers of shape"):
+        data.load_mlearn("Si", "test")
+
+
+def test_mlearn_file_with_good_labels_loads(tmp_path, monkeypatch):
+    _mlearn_file(tmp_path, monkeypatch)
+    frames = data.load_mlearn("Si", "test")
+    assert len(frames) == 2 and frames[1].get_forces()[0, 2] == pytest.approx(0.1)
+
+
+def test_disordered_structure_is_named_with_the_site_and_the_fix():
+    from pymatgen.core import Lattice, Structure
+
+    alloy = Structure(Lattice.cubic(3.6), ["Cu", {"Au": 0.5, "Cu": 0.5}], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(ValueError, match=r"structure 'mp-9' \(.*\) is disordered at site 1 \(Cu:0.5, Au:0.5\): an ordered"
+                                         r".*OrderDisorderedStructureTransformation.*majority"):
+        data.check_ordered(alloy, "mp-9")
+    ordered = Structure(Lattice.cubic(3.6), ["Cu", "Au"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert data.check_ordered(ordered) is ordered
+
+
+GENERATED = "cluster_expansion/cuau_emt.db"  # made by data/cluster_expansion/make_cuau_emt.py, no URL
+
+
+def test_a_corrupt_generated_file_says_how_to_restore_or_regenerate_it(isolated):
+    assert data.registry()[GENERATED].url == ""
+    copy = isolated / "datadir" / GENERATED
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(b"not the database")
+    with pytest.raises(data.DatasetCorruptError) as err:
+        data.fetch(GENERATED)
+    msg = str(err.value)
+    assert f"git checkout -- data/{GENERATED}" in msg and "python data/cluster_expansion/make_cuau_emt.py" in msg
+    assert f"mlcourse data fetch {GENERATED}" not in msg and "cannot replace it" in msg
+
+
+def test_a_missing_generated_file_says_how_to_restore_or_regenerate_it(isolated):
+    with pytest.raises(data.DatasetNotFoundError) as err:
+        data.fetch(GENERATED)
+    msg = str(err.value)
+    assert "no download URL" in msg and f"git checkout -- data/{GENERATED}" in msg
+    assert f"mlcourse data fetch {GENERATED}" not in msg

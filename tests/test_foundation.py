@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -194,3 +196,61 @@ def test_maxvol_grade_is_at_most_one_on_the_training_set_and_larger_far_from_it(
     far = frames_[7].copy()
     far.set_cell(far.cell * 0.9, scale_atoms=True)  # 27 % denser than anything in training
     assert foundation.maxvol_grades(calc, frames_[:6], [far])[0] > 1.0
+
+
+def test_full_unpickling_puts_the_variable_back(monkeypatch):
+    monkeypatch.delenv(foundation.NO_WEIGHTS_ONLY, raising=False)
+    with foundation.full_unpickling():
+        assert os.environ[foundation.NO_WEIGHTS_ONLY] == "1"
+    assert foundation.NO_WEIGHTS_ONLY not in os.environ
+    monkeypatch.setenv(foundation.NO_WEIGHTS_ONLY, "0")
+    with pytest.raises(RuntimeError), foundation.full_unpickling():
+        raise RuntimeError("restored on errors too")
+    assert os.environ[foundation.NO_WEIGHTS_ONLY] == "0"
+
+
+# Run in a fresh interpreter: mace-torch sets the override when first imported, and other tests import it directly.
+PAYLOAD_CHECK = r'''
+import os, pickle, sys
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from mlcourse import foundation, potentials
+
+os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+foundation.sevennet_calculator()                     # sevenn's checkpoint, loaded with full unpickling
+foundation.mace_mp_checkpoint("medium")              # imports mace and mace.calculators, which set the override
+cu = bulk("Cu", "fcc", a=3.6)
+cu.calc = EMT()
+cu.get_potential_energy(), cu.get_forces(), cu.get_stress()
+potentials.calculator(potentials.mace_model([cu], channels=4))   # mace.modules, mace.calculators.MACECalculator
+marker, path = sys.argv[1], sys.argv[2]
+
+
+class Payload:
+    def __reduce__(self):
+        return (open, (marker, "w"))  # unpickling this would create a file
+
+
+torch.save(Payload(), path)
+try:
+    torch.load(path)  # torch's default, weights_only=True
+except pickle.UnpicklingError:
+    print("refused")
+print("override:", os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"))
+'''
+
+
+def test_torch_load_refuses_pickled_code_after_mace_and_sevennet_in_the_same_process(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("mace")
+    pytest.importorskip("sevenn")
+    marker = tmp_path / "payload-ran"
+    env = {k: v for k, v in os.environ.items() if k != foundation.NO_WEIGHTS_ONLY}
+    done = subprocess.run([sys.executable, "-c", PAYLOAD_CHECK, str(marker), str(tmp_path / "payload.pt")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "refused" in done.stdout and "override: None" in done.stdout, done.stdout
+    assert not marker.exists(), "torch.load ran the pickled payload"

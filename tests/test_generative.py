@@ -241,3 +241,12 @@ def test_lattice_features_round_trip():
     f = g.lattice_features([s])[0]
     assert f[0] == pytest.approx(math.log(3.1))
     np.testing.assert_allclose(g.features_to_lattice(f).parameters, s.lattice.parameters, rtol=1e-8)
+
+
+def test_disordered_structures_are_named_not_an_attribute_error():
+    alloy = Structure(Lattice.cubic(3.6), ["Cu", {"Au": 0.5, "Cu": 0.5}], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(ValueError, match=r"structure 1 .* disordered at site 1 .*OrderDisorderedStructure"):
+        g.CrystalDiffusion.from_structures([rocksalt(), alloy])
+    model = g.CrystalDiffusion.from_structures([rocksalt(), Structure(Lattice.cubic(3.6), ["Cu", "Au"], [[0, 0, 0], [0.5] * 3])])
+    with pytest.raises(ValueError, match=r"structure 0 .* disordered at site 1"):
+        model.to_batch([alloy])

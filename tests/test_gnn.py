@@ -293,3 +293,37 @@ def test_transfer_learning_loader_and_registry_names():
         data.transfer_file("gv", "ft", size=50)
     with pytest.raises(ValueError, match=r"structure 'pz:1': needs the keys"):
         gnn.build_dataset([{"elements": ["Na"]}], [0.0], ids=["pz:1"])
+
+
+def test_infinite_target_raises_naming_entry():
+    s, y = tiny_set(4)
+    y[1] = -np.inf
+    with pytest.raises(ValueError, match=r"infinite.*entries 'b' \(-inf\)"):
+        gnn.build_dataset(s, y, ids=list("abcd"))
+    y = np.array([[1.0, np.nan], [np.inf, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    with pytest.raises(ValueError, match=r"entries 'b' \(\[inf, 2.0\]\)"):  # missing values allowed, inf never
+        gnn.build_dataset(s, y, ids=list("abcd"), allow_missing=True)
+
+
+@pytest.mark.parametrize("n_ids", [2, 4])
+def test_ids_must_name_every_structure(n_ids):
+    s, y = tiny_set(3)
+    with pytest.raises(ValueError, match=f"{n_ids} ids for 3 structures: give one id per structure"):
+        gnn.build_dataset(s, y, ids=list("abcd")[:n_ids])
+
+
+def test_overlapping_atoms_raise_naming_the_structure_the_pair_and_the_distance():
+    twice = Structure(Lattice.cubic(4.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]])
+    ok = rocksalt(5.6).get_primitive_structure()
+    with pytest.raises(ValueError, match=r"entry 'dup': sites 1 \(Cl\) and 2 \(Cl\) overlap, 0 Å apart"):
+        gnn.build_dataset([ok, twice], [1.0, 2.0], ids=["ok", "dup"])
+    near = Structure(Lattice.cubic(4.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.501]])
+    with pytest.raises(ValueError, match=r"sites 1 \(Cl\) and 2 \(Cl\) overlap, 0.004 Å apart"):
+        gnn.structure_to_graph(near, 1.0, entry="near")
+    assert gnn.structure_to_graph(ok).edge_dist.min() == pytest.approx(2.8, rel=1e-5)  # a/2
+
+
+def test_disordered_structure_raises_naming_the_entry_and_site():
+    alloy = Structure(Lattice.cubic(3.6), ["Cu", {"Au": 0.5, "Cu": 0.5}], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(ValueError, match=r"structure 'CuAu-1' .* disordered at site 1 .*OrderDisorderedStructure"):
+        gnn.build_dataset([rocksalt(5.6), alloy], [1.0, 2.0], ids=["ok", "CuAu-1"])

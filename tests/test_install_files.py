@@ -5,12 +5,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCK = dict(
-    line.split("==") for line in (ROOT / "requirements/lock.txt").read_text().splitlines()
-    if line and not line.startswith("#")
-)
+LOCK_LINES = [line for line in (ROOT / "requirements/lock.txt").read_text().splitlines() if line and not line.startswith("#")]
+LOCK = dict(line.split()[0].split("==") for line in LOCK_LINES)
 
 
 def test_lock_pins_the_deliberate_choices():
@@ -20,13 +19,42 @@ def test_lock_pins_the_deliberate_choices():
     assert LOCK["matbench"] == "0.6" and "sevenn" in LOCK and "chgnet" in LOCK
 
 
+def test_every_pin_carries_the_sha256_of_its_files():
+    for line in LOCK_LINES:
+        pin, *options = line.split()
+        assert re.fullmatch(r"[A-Za-z0-9._-]+==[^=\s]+", pin), line
+        assert options and all(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", o) for o in options), \
+            f"{pin}: no sha256; run `bash requirements/relock.sh hashes`"
+    assert Version(LOCK["setuptools"]) >= Version("77.0.3")  # what torch 2.13 requires
+
+
 def test_every_install_path_uses_the_lock_on_python_311():
     assert "requirements/lock.txt" in (ROOT / "Makefile").read_text()
     assert "python3.11" in (ROOT / "Makefile").read_text()
+    assert re.search(r"pip install --no-deps --require-hashes .*-r requirements/lock.txt", (ROOT / "Makefile").read_text())
     env = (ROOT / "environment.yml").read_text()
-    assert "-r requirements/lock.txt" in env and "python=3.11" in env
+    assert "-r requirements/lock.txt" in env and "python=3.11" in env and "- --require-hashes" in env
     assert (ROOT / "binder/runtime.txt").read_text().strip() == "python-3.11"
-    assert "-r requirements/lock.txt" in (ROOT / "binder/postBuild").read_text()
+    assert re.search(r"pip install --no-deps --require-hashes .*-r requirements/lock.txt",
+                     (ROOT / "binder/postBuild").read_text())
+
+
+# The only conflicts pip check may report: the two deliberate ones of README, "Pins" (and requirements/relock.sh).
+DOCUMENTED_CONFLICTS = {"mace-torch": {"e3nn"}, "matbench": {"matminer", "monty", "scikit-learn", "scipy"}}
+
+
+def test_pip_check_reports_only_the_documented_conflicts():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pip", "check", "--disable-pip-version-check"],
+                          capture_output=True, text=True)
+    found: dict[str, set[str]] = {}
+    for line in done.stdout.splitlines():
+        m = re.match(r"(\S+) [\w.+]+ has requirement ([A-Za-z0-9._-]+)", line)
+        assert m, f"pip check: {line}"
+        found.setdefault(m.group(1).lower(), set()).add(re.sub(r"[-_.]+", "-", m.group(2)).lower())
+    assert found == DOCUMENTED_CONFLICTS, done.stdout
     assert '">=3.11,<3.14"' in (ROOT / "pyproject.toml").read_text()  # 3.13: Colab (requirements/colab.txt)
 
 

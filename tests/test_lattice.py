@@ -103,3 +103,40 @@ def test_peak_position_refines_between_grid_points():
     x = np.linspace(0, 1, 11)
     assert lattice.peak_position(x, -((x - 0.537) ** 2)) == pytest.approx(0.537)
     assert lattice.peak_position(x, x) == pytest.approx(0.9)  # maximum at the edge: nearest interior point
+
+
+@pytest.mark.parametrize("kT", [0.0, -1.0, float("nan"), float("inf")])
+def test_metropolis_needs_a_finite_positive_temperature(kT):
+    with pytest.raises(ValueError, match=r"kT must be a finite number > 0"):
+        lattice.ising_metropolis(4, kT, 1)
+    sigma = np.array([1.0, -1.0, 1.0, -1.0])
+    shells = [np.array([[1, 3], [0, 2], [1, 3], [0, 2]])]
+    with pytest.raises(ValueError, match=r"kT must be a finite number > 0"):
+        lattice.canonical_swap_mc(sigma, shells, np.array([0.1]), kT, 1)
+
+
+@pytest.mark.parametrize("L", [5, 1, 0, 4.0, True])
+def test_ising_needs_an_even_side_for_the_checkerboard(L):
+    with pytest.raises(ValueError, match=r"L must be an (even )?integer ≥ 2"):
+        lattice.ising_metropolis(L, 2.0, 1)
+
+
+def test_ising_start_spins_must_fit_the_lattice():
+    with pytest.raises(ValueError, match=r"spins must be an L×L = 4×4 array of ±1"):
+        lattice.ising_metropolis(4, 2.0, 1, spins=np.ones((4, 6), int))
+    with pytest.raises(ValueError, match=r"spins must be"):
+        lattice.ising_metropolis(4, 2.0, 1, spins=np.zeros((4, 4), int))
+
+
+@pytest.mark.parametrize("T", [0.0, -300.0, float("nan")])
+def test_kmc_and_arrhenius_fit_need_a_positive_temperature(T):
+    with pytest.raises(ValueError, match=r"T \(K\) must be a finite number > 0"):
+        lattice.kmc_lattice_gas(10, 5, 0.3, T, 10)
+    with pytest.raises(ValueError, match=r"T \(K\) must be a finite number > 0"):
+        lattice.arrhenius_fit(np.array([300.0, T]), np.array([1e-8, 1e-9]))
+
+
+def test_kmc_needs_an_integer_side():
+    with pytest.raises(ValueError, match=r"L must be an integer ≥ 2, got 10.5"):
+        lattice.kmc_lattice_gas(10.5, 5, 0.3, 300.0, 10)
+    assert len(lattice.kmc_lattice_gas(5, 3, 0.3, 300.0, 10)[0]) == 10  # odd sides are fine without a checkerboard

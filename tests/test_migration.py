@@ -143,3 +143,28 @@ def test_neb_finds_the_emt_vacancy_hop_in_copper():
     assert 0.3 < em < 1.0
     assert profile[0] == 0.0 and abs(profile[-1]) < 0.02  # symmetric hop
     assert np.argmax(profile) == 2  # climbing image in the middle
+
+
+@pytest.mark.parametrize("key, bad", [("lattice_mat", [[4.0, 0, 0], [0, float("nan"), 0], [0, 0, 4.0]]),
+                                      ("coords", [[0, 0, 0], [0.5, float("inf"), 0.5]])])
+def test_jarvis_structure_with_nan_or_inf_names_the_structure_and_the_row(key, bad):
+    with pytest.raises(ValueError, match=rf"structure 'jid-7': {key} row 1 .*NaN or infinite"):
+        data.jarvis_structure({**CUBE, key: bad}, "jid-7")
+
+
+@pytest.mark.parametrize("T", [0.0, -300.0, float("nan")])
+def test_arrhenius_diffusivity_needs_a_positive_temperature(T):
+    with pytest.raises(ValueError, match=r"T \(K\) must be a finite number > 0"):
+        migration.arrhenius_diffusivity(0.3, T=T)
+
+
+def test_endpoints_with_an_infinite_barrier_name_the_pathway(tmp_path, monkeypatch):
+    import json
+
+    entries = [{"sys_name": name, "atoms_ini": CUBE, "atoms_fin": CUBE, "target": target}
+               for name, target in (("LiO_1", 0.4), ("LiO_2", float("inf")))]
+    path = tmp_path / "ends.json"
+    path.write_text(json.dumps(entries))
+    monkeypatch.setattr(data, "fetch", lambda name: path)
+    with pytest.raises(ValueError, match=r"infinite.*'LiO_2' \(inf\)"):
+        data.load_migration_endpoints()
