@@ -34,6 +34,7 @@ import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_DATA = REPO_ROOT / "data"
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 REGISTRY_FILE = REPO_DATA / "registry.tsv"
 LESSONS_FILE = REPO_DATA / "lessons.tsv"
