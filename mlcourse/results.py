@@ -105,8 +105,19 @@ def _write(path: Path, data: dict) -> None:
 
 
 def read_json(path: Path) -> dict:
-    """A record file's JSON object: {} when it is missing; a corrupt one is reported and set aside."""
+    """A record file's JSON object: {} when it is missing; a corrupt one is reported and set aside.
+
+    Writers replace files whole, so reading needs no lock; setting a corrupt file aside takes it.
+    """
     path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict):
+            return data
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        pass
     with locked(path):
         return _read(path)
 
