@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import NOTEBOOK_DIR, REPO_ROOT
+from .data import NOTEBOOK_DIR, REPO_ROOT, env_path
 
 try:  # POSIX; elsewhere records are still replaced atomically, only without the lock
     import fcntl
@@ -50,8 +50,9 @@ class ExpectationError(ValueError):
 
 
 def build_dir() -> Path:
-    """Where runs and results go: ``$MLCOURSE_BUILD_DIR`` or the repository's ``build/``."""
-    return Path(os.environ.get("MLCOURSE_BUILD_DIR", REPO_ROOT / "build"))
+    """Where runs and results go: ``$MLCOURSE_BUILD_DIR`` (absolute, see :func:`mlcourse.data.env_path`)
+    or the repository's ``build/``."""
+    return env_path("MLCOURSE_BUILD_DIR") or REPO_ROOT / "build"
 
 
 def results_dir() -> Path:

@@ -202,7 +202,8 @@ def run_notebook(path: Path, mode: str = "fast", notebook=None, variant: str = "
         nbformat.write(notebook, source)
     data_log = out.with_name(f"{path.stem}.data.txt")  # every registered file the lesson reads
     data_log.unlink(missing_ok=True)
-    kernel_env, env_dir = {"MLCOURSE_DATA_LOG": str(data_log), STAGING_ENV: str(staging)}, env_data_dir()
+    kernel_env = {"MLCOURSE_DATA_LOG": str(data_log), STAGING_ENV: str(staging), "MLCOURSE_BUILD_DIR": str(build_dir())}
+    env_dir = env_data_dir()
     if env_dir is not None:  # the kernel runs in the notebook's folder: pass the folder meant
         kernel_env["MLCOURSE_DATA_DIR"] = str(env_dir)
     saved = {k: os.environ.get(k) for k in kernel_env}

@@ -62,6 +62,19 @@ def test_a_run_replaces_the_notebooks_old_metrics(tmp_path, build):
     assert set(results.table().metric) == {"fresh"}
 
 
+def test_a_relative_build_dir_is_the_callers_not_the_notebooks(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("PWD", str(tmp_path / "work"))
+    monkeypatch.setenv("MLCOURSE_BUILD_DIR", "rel/build")  # the kernel runs in the notebook's folder
+    (tmp_path / "lessons").mkdir()
+    src = "from mlcourse import results, data\nresults.record('nb4', 'n', 1.0, '', mode=MODE)"
+    run = runner.run_notebook(_notebook(tmp_path / "lessons" / "nb4.ipynb", src), "fast")
+    assert run["ok"], run["error"]
+    assert (tmp_path / "work" / "rel" / "build" / "results" / "nb4.fast.json").is_file()
+    assert not (tmp_path / "lessons" / "rel").exists()
+
+
 def test_a_failed_run_keeps_the_earlier_metrics_and_says_it_failed(tmp_path, build):
     results.record("nb3", "good", 1.0, "", mode="fast")
     src = "from mlcourse import results\nresults.record('nb3', 'good', 99.0, '', mode=MODE)\nraise RuntimeError('late failure')"
