@@ -85,7 +85,7 @@ def _run(args) -> int:
     except ValueError as exc:
         print(f"mlcourse run: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     failed, path = 0, None
     try:
         for path in paths:
@@ -104,6 +104,8 @@ def _run(args) -> int:
         where = f"{path.name}, recorded as not ok in runs.{mode}.json; its earlier results are kept" if path else "start"
         print(f"mlcourse run: interrupted ({how}) at {where}", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 1 if failed else 0
 
 

@@ -21,8 +21,8 @@ import json
 import math
 import os
 import platform
-import tempfile
 import tomllib
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -92,9 +92,9 @@ def _read(path: Path) -> dict:
 
 def _write(path: Path, data: dict) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path`` (atomic)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")  # mode from the umask
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "x") as f:
             json.dump(data, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
