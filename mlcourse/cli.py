@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -62,29 +63,95 @@ def _data(args) -> int:
     return 1 if failed else 0
 
 
+def _seconds(text: str) -> int:
+    """argparse type: a whole number of seconds ≥ 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of seconds ≥ 1, not {text!r}")
+    return int(text)
+
+
+def _raise_interrupt(signum, frame):
+    """SIGTERM handler of `mlcourse run`: stop as Ctrl-C does, so the run is recorded as interrupted."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def _run(args) -> int:
     from . import runner
 
     mode = "full" if args.full else "fast"
     paths = [Path(p) for p in args.notebooks] or runner.notebooks()
-    failed = 0
-    for path in paths:
-        print(f"[{mode}] {path.name} ...", flush=True)
-        run = runner.run_notebook(path, mode)
-        status = "ok" if run["ok"] else "FAILED"
-        print(f"[{mode}] {path.name}: {status} in {run['wall_s']} s, peak {run['peak_mb']} MB", flush=True)
-        if not run["ok"]:
-            print(run["error"][-3000:], file=sys.stderr)
-            failed += 1
-        elif mode == "fast" and (over := runner.over_budget(run)):
-            print(f"[{mode}] {path.name}: over the fast-mode budget: {over}")
+    try:
+        timeout = args.cell_timeout if args.cell_timeout is not None else runner.cell_timeout_s()
+    except ValueError as exc:
+        print(f"mlcourse run: {exc}", file=sys.stderr)
+        return 2
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    failed, path = 0, None
+    try:
+        for path in paths:
+            print(f"[{mode}] {path.name} ...", flush=True)
+            run = runner.run_notebook(path, mode, cell_timeout=timeout)
+            status = "ok" if run["ok"] else "FAILED"
+            print(f"[{mode}] {path.name}: {status}: CPU {run['cpu_s']} s, peak {run['peak_mb']} MB, "
+                  f"wall {run['wall_s']} s", flush=True)
+            if not run["ok"]:
+                print(run["error"][-3000:], file=sys.stderr)
+                failed += 1
+            elif mode == "fast" and (over := runner.over_budget(run)):
+                print(f"[{mode}] {path.name}: over the fast-mode budget {runner.BUDGET}: {'; '.join(over)}")
+    except KeyboardInterrupt as exc:
+        how = exc.args[0] if exc.args else "Ctrl-C"
+        where = f"{path.name}, recorded as not ok in runs.{mode}.json; its earlier results are kept" if path else "start"
+        print(f"mlcourse run: interrupted ({how}) at {where}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 1 if failed else 0
+
+
+def _lessons(names: list[str]) -> list[str] | None:
+    """Lesson stems for names given as 00, 00_data_and_representations or a notebook path (None: all)."""
+    from . import runner
+
+    if not names:
+        return None
+    stems, out = [p.stem for p in runner.notebooks()], []
+    for name in names:
+        key = Path(name).stem
+        match = [s for s in stems if s == key or s.startswith(key + "_")]
+        if len(match) != 1:
+            raise KeyError(f"no lesson {name!r}; lessons: {', '.join(stems)}")
+        out.append(match[0])
+    return out
 
 
 def _results(args) -> int:
     from . import results
 
+    lessons = _lessons(args.lessons)
+    if args.compare:
+        a, b = args.compare
+        diffs = results.compare(Path(a), Path(b), lessons, rtol=args.rtol)
+        for line in diffs:
+            print(f"differs: {line}")
+        n = sum(len(e) for k, e in results.recorded(Path(a)).items() if lessons is None or k[0] in lessons)
+        print(f"{n} metrics of {a} compared with {b} (rtol {args.rtol:g}): "
+              + (f"{len(diffs)} differ" if diffs else "all equal"))
+        return 1 if diffs else 0
+    if args.check:
+        mode = args.mode or "fast"
+        df = results.check(mode, lessons)
+        bad = df[df.status != "ok"]
+        if len(bad):
+            print(f"{len(bad)} of {len(df)} expected {mode}-mode metrics drifted or are missing "
+                  "(expected values: notebooks/<lesson>.toml):")
+            print(results.format_check(bad))
+        else:
+            print(f"all {len(df)} expected {mode}-mode metrics of {df.lesson.nunique()} lessons within tolerance")
+        return 1 if len(bad) else 0
     df = results.table(args.mode)
+    if lessons is not None:
+        df = df[df.lesson.isin(lessons)]
     print(results.format_table(df, markdown=args.markdown))
     return 0
 
@@ -119,11 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     g = r.add_mutually_exclusive_group()
     g.add_argument("--fast", action="store_true", help="fast mode (default): minutes on a laptop")
     g.add_argument("--full", action="store_true", help="full mode: reproduces the published numbers")
+    r.add_argument("--cell-timeout", type=_seconds, default=None, metavar="SECONDS",
+                   help="fail a cell that runs longer (default: $MLCOURSE_CELL_TIMEOUT_S or 600)")
     r.add_argument("notebooks", nargs="*", help="notebook paths (default: all, in order)")
     r.set_defaults(func=_run)
-    s = sub.add_parser("results", help="print recorded metrics beside published values")
-    s.add_argument("--mode", choices=["fast", "full"], default=None)
+    s = sub.add_parser("results", help="print recorded metrics beside published values, or check them",
+                       description="--check compares the recorded metrics with the expected values of "
+                                   "notebooks/<lesson>.toml and exits 1 listing those that drifted or are "
+                                   "missing. --compare A B compares two build folders' metrics (a rerun) "
+                                   "and exits 1 naming those that differ.")
+    s.add_argument("lessons", nargs="*", help="lessons (00, 01_classic_regression, ...; default: all)")
+    s.add_argument("--mode", choices=["fast", "full"], default=None, help="one mode (--check: default fast)")
     s.add_argument("--markdown", action="store_true", help="as a Markdown table (for docs/RESULTS.md)")
+    s.add_argument("--check", action="store_true", help="compare with the expected values; exit 1 on drift")
+    s.add_argument("--compare", nargs=2, metavar=("BUILD_A", "BUILD_B"),
+                   help="compare the metrics recorded in two build folders; exit 1 on a difference")
+    s.add_argument("--rtol", type=float, default=1e-9, help="relative tolerance of --compare (default 1e-9)")
     s.set_defaults(func=_results)
     t = sub.add_parser("student", help="write student copies (solutions replaced by `answer = None` stubs)")
     t.add_argument("notebooks", nargs="*")
@@ -131,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     t.set_defaults(func=_student)
     args = p.parse_args(argv)
     from .data import DatasetCorruptError, DatasetNotFoundError
+    from .results import ExpectationError
 
     try:
         return args.func(args)
-    except (DatasetNotFoundError, DatasetCorruptError, KeyError) as exc:
+    except (DatasetNotFoundError, DatasetCorruptError, ExpectationError, KeyError) as exc:
         print(f"mlcourse: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 1
 

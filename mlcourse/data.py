@@ -34,6 +34,7 @@ import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_DATA = REPO_ROOT / "data"
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 REGISTRY_FILE = REPO_DATA / "registry.tsv"
 LESSONS_FILE = REPO_DATA / "lessons.tsv"
@@ -71,18 +72,23 @@ def cache_dir() -> Path:
     return Path(pooch.os_cache("mlcourse"))
 
 
-def env_data_dir() -> Path | None:
-    """``$MLCOURSE_DATA_DIR`` as an absolute path, or None when it is not set.
+def env_path(name: str) -> Path | None:
+    """The folder in environment variable ``name`` as an absolute path, or None when it is not set.
 
     A relative value is resolved against ``$PWD`` (the shell's folder where it was set: Jupyter
     kernels inherit it, while their working directory is the notebook's folder), else the working
     directory.
     """
-    raw = os.environ.get("MLCOURSE_DATA_DIR")
+    raw = os.environ.get(name)
     if not raw:
         return None
     path = Path(raw).expanduser()
     return path if path.is_absolute() else Path(os.environ.get("PWD") or os.getcwd()) / path
+
+
+def env_data_dir() -> Path | None:
+    """``$MLCOURSE_DATA_DIR`` as an absolute path (see :func:`env_path`), or None when it is not set."""
+    return env_path("MLCOURSE_DATA_DIR")
 
 
 def search_dirs() -> list[tuple[Path, str]]:
