@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import os
 import random
 import warnings
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import GPa
 
 ERROR_COLUMNS = ["E MAE (meV/atom)", "E RMSE (meV/atom)", "F MAE (eV/Å)", "F RMSE (eV/Å)", "S RMSE (GPa)"]
@@ -125,18 +127,19 @@ def predict(calc, frames: list, progress: bool = False, desc: str | None = None)
     in the layout of :func:`labels`. ``progress`` shows a tqdm bar."""
     if not frames:
         raise ValueError("no frames given")
-    copies = []
     it = frames
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(frames, desc=desc, leave=False)
+    evaluated = []
     for a in it:
         b = a.copy()  # drops the reference calculator
         b.calc = calc
-        b.get_potential_energy(), b.get_forces(), b.get_stress()
-        copies.append(b)
-    return _collect(copies, frames)
+        # one calculation per frame: keep its results, as ``calc`` remembers only the last structure's
+        b.calc = SinglePointCalculator(b, energy=b.get_potential_energy(), forces=b.get_forces(), stress=b.get_stress())
+        evaluated.append(b)
+    return _collect(evaluated, frames)
 
 
 def _collect(evaluated: list, frames: list) -> dict:
@@ -146,6 +149,35 @@ def _collect(evaluated: list, frames: list) -> dict:
         "stress": np.array([a.get_stress() for a in evaluated]),
         "symbols": [a.get_chemical_symbols() for a in frames],
     }
+
+
+def save_predictions(path: str | Path, **sets: dict) -> Path:
+    """Write prediction sets (the layout of :func:`predict`; any of its keys but ``symbols``) as JSON,
+    e.g. ``save_predictions(p, test=pred_test, training={"energy": e})``: fast mode reads a foundation
+    model's predictions that a script computed once, instead of loading the model."""
+    out = {name: {k: np.asarray(v).tolist() for k, v in pred.items() if k != "symbols"} for name, pred in sets.items()}
+    Path(path).write_text(json.dumps(out))
+    return Path(path)
+
+
+def load_predictions(path: str | Path, name: str, frames: list, indices=None) -> dict:
+    """Set ``name`` of a :func:`save_predictions` file, for ``frames`` (the frames it was computed on,
+    or all of them with ``indices`` picking the rows used), in the layout of :func:`predict`."""
+    sets = json.loads(Path(path).read_text())
+    if name not in sets:
+        raise KeyError(f"{path}: no prediction set {name!r}; it has {sorted(sets)}")
+    pred = {k: np.asarray(v, dtype=float) for k, v in sets[name].items()}
+    if len(pred["energy"]) != len(frames):
+        raise ValueError(f"{path}: set {name!r} has {len(pred['energy'])} frames, not {len(frames)}")
+    if "forces" in pred and len(pred["forces"]) != sum(len(a) for a in frames):
+        raise ValueError(f"{path}: set {name!r} has forces on {len(pred['forces'])} atoms, "
+                         f"not the {sum(len(a) for a in frames)} of the frames")
+    if indices is not None:
+        if set(pred) != {"energy"}:
+            raise ValueError("indices pick rows of energy-only sets")
+        pred["energy"], frames = pred["energy"][np.asarray(indices)], [frames[i] for i in indices]
+    pred["symbols"] = [a.get_chemical_symbols() for a in frames]
+    return pred
 
 
 def fit_energy_offset(pred: dict, ref: dict) -> dict[str, float]:
@@ -304,6 +336,28 @@ def chgnet_dataset(frames: list, shuffle: bool = False):
             structure_ids=list(range(len(frames))),
             shuffle=shuffle,
         )
+
+
+def save_chgnet(model, path: str | Path, history: dict | None = None, **settings) -> Path:
+    """Save a (fine-tuned) CHGNet 0.3.0's weights, its training history and the settings that made it,
+    loadable with ``torch.load(weights_only=True)`` by :func:`load_chgnet`."""
+    import torch
+
+    torch.save({"state_dict": model.state_dict(), "history": history or {}, "settings": settings}, path)
+    return Path(path)
+
+
+def load_chgnet(path: str | Path):
+    """CHGNet 0.3.0 with the weights of a :func:`save_chgnet` file; returns (model, history, settings)."""
+    import torch
+    from chgnet.model import CHGNet
+
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
+    return model, saved["history"], saved["settings"]
 
 
 def finetune_chgnet(train_frames: list, val_frames: list, epochs: int = 3, batch_size: int = 2,

@@ -86,6 +86,19 @@ def test_constant_shift_gives_exactly_that_energy_error_and_the_offset_removes_i
         foundation.apply_offset(pred, {"Au": 0.1})
 
 
+def test_predict_calculates_each_frame_once(frames):
+    class Counting(Shifted):
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            Counting.calls += 1
+            super().calculate(*args, **kwargs)
+
+    pred = foundation.predict(Counting(0.0), frames)
+    assert Counting.calls == len(frames)  # a shared ASE calculator remembers only its last structure
+    assert foundation.errors(pred, foundation.labels(frames))["F RMSE (eV/Å)"] == pytest.approx(0, abs=1e-12)
+
+
 def test_errors_by_hand_and_stress_in_gpa(frames):
     ref = foundation.labels(frames)
     pred = {k: (np.copy(v) if k != "symbols" else v) for k, v in ref.items()}
