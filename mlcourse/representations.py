@@ -23,7 +23,7 @@ def magpie_features(compositions: Sequence, progress: bool = False) -> pd.DataFr
 
 
 def sine_coulomb_eigenvalues(structures: Sequence, n_max: int | None = None) -> np.ndarray:
-    """Sorted eigenvalues of the sine Coulomb matrix (Faber et al. 2015), one row per structure.
+    """Eigenvalues of the sine Coulomb matrix, largest first, (Faber et al. 2015), one row per structure.
 
     Invariant to atom order, rotation and translation; rows are zero-padded to ``n_max`` sites.
     ValueError naming a disordered structure (one species per site is needed).
@@ -36,4 +36,6 @@ def sine_coulomb_eigenvalues(structures: Sequence, n_max: int | None = None) -> 
     scm = SineCoulombMatrix(flatten=True)
     scm.fit(structures)
     feats = np.array([scm.featurize(s) for s in structures], dtype=float)
+    for row, s in zip(feats, structures):  # matminer leaves them in np.linalg.eig's order, which follows the sites
+        row[:len(s)] = np.sort(row[:len(s)])[::-1]
     return feats if n_max is None else feats[:, :n_max]
