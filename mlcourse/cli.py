@@ -48,9 +48,13 @@ def _data(args) -> int:
             print(f"missing  {name}")
         print(f"{len(names) - len(missing) - len(bad)} of {len(names)} files verified, {len(missing)} missing, "
               f"{len(bad)} corrupt. Searched: " + "; ".join(f"{f} ({label})" for f, label in data.search_dirs()))
-        if missing or bad:
+        registry = data.registry()
+        generated = [n for n in missing + bad if not registry[n].url]  # files this project makes: fetch cannot
+        if len(generated) < len(missing) + len(bad):
             print("Fix: `mlcourse data fetch` on a machine with internet (or set $MLCOURSE_DATA_DIR to a folder "
                   "that holds the files); lessons: " + ", ".join(data.lessons()), file=sys.stderr)
+        for name in generated:
+            print(f"Fix for {name}: {data.how_to_get(registry[name])}", file=sys.stderr)
         return 1 if missing or bad else 0
     failed = 0
     for name in tqdm(names, desc="course data", unit="file", disable=len(names) < 2):

@@ -232,6 +232,10 @@ def test_verify_fails_when_a_lessons_file_is_missing(isolated, capsys):
     assert "missing  mlip/mlearn/Si/test.json" in out.out and "0 of" in out.out
     assert "mlcourse data fetch" in out.err
     assert cli.main(["data", "verify", "03"]) == 1
+    capsys.readouterr()
+    assert cli.main(["data", "verify", "04"]) == 1  # its registered models are made here, not downloaded
+    err = capsys.readouterr().err
+    assert "git checkout -- data/foundation/chgnet_si_finetuned.pt" in err and "data/foundation/make_models.py" in err
 
 
 def test_fetch_a_lesson_honours_offline(isolated, monkeypatch, capsys):
