@@ -62,14 +62,20 @@ def import_mace(module: str = "mace"):
         return importlib.import_module(module)
 
 
-def chgnet_calculator(model=None):
-    """ASE calculator of CHGNet (default: the pretrained 0.3.0 weights from the wheel) on the CPU."""
+def pretrained_chgnet():
+    """CHGNet with its pretrained 0.3.0 weights (from the wheel), on the CPU."""
     from chgnet.model import CHGNet
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
+
+
+def chgnet_calculator(model=None):
+    """ASE calculator of CHGNet (default: :func:`pretrained_chgnet`) on the CPU."""
     from chgnet.model.dynamics import CHGNetCalculator
 
     if model is None:
-        with contextlib.redirect_stdout(io.StringIO()):
-            model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
+        model = pretrained_chgnet()
     with contextlib.redirect_stdout(io.StringIO()):
         return CHGNetCalculator(model=model, use_device="cpu")
 
@@ -350,11 +356,9 @@ def save_chgnet(model, path: str | Path, history: dict | None = None, **settings
 def load_chgnet(path: str | Path):
     """CHGNet 0.3.0 with the weights of a :func:`save_chgnet` file; returns (model, history, settings)."""
     import torch
-    from chgnet.model import CHGNet
 
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
+    model = pretrained_chgnet()
     model.load_state_dict(saved["state_dict"])
     model.eval()
     return model, saved["history"], saved["settings"]
@@ -370,13 +374,12 @@ def finetune_chgnet(train_frames: list, val_frames: list, epochs: int = 3, batch
     """
     import torch
     from chgnet.data.dataset import get_loader
-    from chgnet.model import CHGNet
     from chgnet.trainer import Trainer
 
     random.seed(seed)
     torch.manual_seed(seed)
+    model = pretrained_chgnet()
     with contextlib.redirect_stdout(io.StringIO()):
-        model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
         train_loader = get_loader(chgnet_dataset(train_frames), batch_size=batch_size, pin_memory=False)
         val_loader = get_loader(chgnet_dataset(val_frames), batch_size=batch_size, pin_memory=False)
         trainer = Trainer(model, targets="efs", optimizer="Adam", scheduler="CosLR", criterion="MSE",
