@@ -101,3 +101,20 @@ def test_start_refuses_an_unknown_mode_or_lesson(course):
         lesson.start("slow", lesson="01_x")
     with pytest.raises(lesson.LessonNotFoundError, match="no lesson '03_z'"):
         lesson.start("fast", lesson="03_z")
+
+
+def test_scripts_read_settings_their_lesson_declares():
+    """The scripts that make registered files read the lesson's table, not their own copy of it."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readers = {}
+    for path in [*root.glob("scripts/*.py"), *root.glob("data/*/*.py")]:
+        m = re.search(r'S = lesson\.settings\("([0-9]{2}_[a-z_0-9]+)", "(fast|full)"\)', path.read_text())
+        if m:
+            readers[path.name] = (m[1], set(re.findall(r"(?<![\w.])S\.([a-z_0-9]+)", path.read_text())))
+    assert {"make_models.py", "make_checkpoints.py", "tl_pairwise_full.py", "train_perov5_checkpoint.py"} <= set(readers)
+    for name, (lesson_name, used) in readers.items():
+        missing = used - set(lesson.settings_rows(lesson_name))
+        assert used and not missing, f"{name} reads settings {sorted(missing)} that {lesson_name}.toml lacks"
