@@ -2,7 +2,7 @@
 
 Modules: ``data`` (offline dataset registry and loaders), ``results`` (recorded metrics),
 ``runner`` (papermill execution with time and memory), ``check`` (exercise auto-checks),
-``student`` (student copies), ``plots``, and one module per lesson family
+``student`` (student copies), ``lesson`` (the scaffold every notebook starts with), ``plots``, and one module per lesson family
 (``representations``, ``regression``, ``lattice``, ``potentials``, ``foundation``, ``gnn``,
 ``migration``).
 """

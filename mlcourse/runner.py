@@ -202,7 +202,8 @@ def run_notebook(path: Path, mode: str = "fast", notebook=None, variant: str = "
         nbformat.write(notebook, source)
     data_log = out.with_name(f"{path.stem}.data.txt")  # every registered file the lesson reads
     data_log.unlink(missing_ok=True)
-    kernel_env = {"MLCOURSE_DATA_LOG": str(data_log), STAGING_ENV: str(staging), "MLCOURSE_BUILD_DIR": str(build_dir())}
+    kernel_env = {"MLCOURSE_DATA_LOG": str(data_log), STAGING_ENV: str(staging), "MLCOURSE_BUILD_DIR": str(build_dir()),
+                  "JPY_SESSION_NAME": str(path.resolve())}  # the notebook's path, as Jupyter Server gives it (mlcourse.lesson)
     env_dir = env_data_dir()
     if env_dir is not None:  # the kernel runs in the notebook's folder: pass the folder meant
         kernel_env["MLCOURSE_DATA_DIR"] = str(env_dir)

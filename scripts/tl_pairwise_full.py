@@ -1,8 +1,9 @@
 """Lesson 06, sections 3, 4 and 7 with full-mode settings, from the pre-trained checkpoints.
 
 The full-mode notebook pre-trains its models first (about 30 min on a shared 2-core machine); this
-script runs only the headline comparison with the same code and settings (FT size 800, trial 1,
-unfreeze all, up to 120 epochs with patience 20, whole test sets), starting from the checkpoints in
+script runs only the headline comparison with the same code and full-mode settings (the lesson's table,
+notebooks/06_transfer_learning.toml: FT size 800, trial 1, unfreeze all, up to 120 epochs with patience
+20, whole test sets), starting from the checkpoints in
 data/transfer_learning/ (made by the same `gnn.pretrain` calls). Prints and writes JSON:
 ``python scripts/tl_pairwise_full.py out.json [threads]``. With a third argument ``extras`` it runs
 sections 5 and 6 instead: the four FT strategies for PT fe -> FT gv at FT size 800, and the FT-size
@@ -17,11 +18,12 @@ import warnings
 import numpy as np
 import torch
 
-from mlcourse import data, gnn
+from mlcourse import data, gnn, lesson
 
 SEED = 0
-FT_PROPS, PT_PROPS = ["gv", "ph", "dc", "pz", "ebg"], ["fe", "bg"]
-FT = dict(epochs=120, patience=20, lr=2e-3, batch_size=32, progress=False)
+S = lesson.settings("06_transfer_learning", "full")
+FT_PROPS, PT_PROPS = S.ft_props, S.pt_props
+FT = dict(epochs=S.ft_epochs, patience=S.ft_patience, lr=S.ft_lr, batch_size=S.ft_batch, progress=False)
 
 
 def graphs_of(df):
@@ -38,11 +40,11 @@ def score(model, prop, test):
 def main(out: str) -> None:
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     t0 = time.perf_counter()
-    ft = {p: graphs_of(data.load_transfer_learning(p, "ft", size=800, trial=1)) for p in FT_PROPS}
+    ft = {p: graphs_of(data.load_transfer_learning(p, "ft", size=S.ft_size, trial=1)) for p in FT_PROPS}
     test = {p: graphs_of(data.load_transfer_learning(p, "test")) for p in FT_PROPS}
     pre = {p: gnn.load_model(data.fetch(f"transfer_learning/pt_{p}.pt")) for p in PT_PROPS}
     mpt = gnn.load_model(data.fetch("transfer_learning/mpt_no_ebg.pt"))
-    res = {"scratch": {}, "pairwise": {}, "settings": FT | {"ft_size": 800, "trial": 1}}
+    res = {"scratch": {}, "pairwise": {}, "settings": FT | {"ft_size": S.ft_size, "trial": 1}}
     for p in FT_PROPS:
         model, h = gnn.train_from_scratch(ft[p], seed=SEED, **FT)
         res["scratch"][p] = score(model, p, test[p]) | {"epochs": len(h.train_loss)}
@@ -72,13 +74,13 @@ def extras(out: str) -> None:
     test = graphs_of(data.load_transfer_learning("gv", "test"))
     pre = gnn.load_model(data.fetch("transfer_learning/pt_fe.pt"))
     res = {"strategies (fe->gv, FT 800)": {}, "ft size (gv)": {}, "settings": FT | {"trial": 1}}
-    ft800 = graphs_of(data.load_transfer_learning("gv", "ft", size=800, trial=1))
+    ft800 = graphs_of(data.load_transfer_learning("gv", "ft", size=S.ft_size, trial=1))
     for strategy in gnn.STRATEGIES:
         model, h = gnn.fine_tune(pre, ft800, strategy, seed=SEED, **FT)
         res["strategies (fe->gv, FT 800)"][strategy] = score(model, "gv", test) | {"epochs": len(h.train_loss)}
         print(strategy, res["strategies (fe->gv, FT 800)"][strategy], f"{time.perf_counter() - t0:.0f} s", flush=True)
-    for n in (10, 100, 200, 500, 800):
-        g = ft800 if n == 800 else graphs_of(data.load_transfer_learning("gv", "ft", size=n, trial=1))
+    for n in S.ft_sizes:
+        g = ft800 if n == S.ft_size else graphs_of(data.load_transfer_learning("gv", "ft", size=n, trial=1))
         m_s, _ = gnn.train_from_scratch(g, seed=SEED, **FT)
         m_f, _ = gnn.fine_tune(pre, g, "all", seed=SEED, **FT)
         res["ft size (gv)"][n] = {"scratch": score(m_s, "gv", test), "fe->gv": score(m_f, "gv", test)}

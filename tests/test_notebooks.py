@@ -8,7 +8,7 @@ import re
 import nbformat
 import pytest
 
-from mlcourse import colab, data, runner, student
+from mlcourse import colab, data, lesson, runner, student
 from mlcourse.results import build_dir
 
 NOTEBOOKS = runner.notebooks()
@@ -145,3 +145,25 @@ def test_notebook_runs_in_fast_mode_and_records_results(path):
     read = set(Path(run["data_log"]).read_text().split()) if Path(run["data_log"]).exists() else set()
     unlisted = read - set(data.lesson_files(path.stem))
     assert not unlisted, f"{path.name} reads files that data/lessons.tsv does not give it: {sorted(unlisted)}"
+
+
+SETTING = re.compile(r"(?<![\w.])S\.([a-z_0-9]+)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_the_lesson_starts_with_the_scaffold_and_shows_its_settings(path):
+    """The cell after `parameters` calls lesson.start(MODE) and ends by showing the settings table;
+    no code branches on the mode by hand; every setting the code reads is in the TOML and vice versa."""
+    nb = nbformat.read(path, as_version=4)
+    first = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])][0] + 1
+    setup = nb.cells[first].source
+    assert "lesson = start(MODE)" in setup and "S = lesson.settings" in setup
+    assert setup.rstrip().endswith("lesson.table()")
+    code = "\n".join(_code(c) for c in nb.cells if c.cell_type == "code")
+    assert not re.search(r"\bFAST\b|MODE ==|== MODE|if MODE", code), f"{path.name} branches on the mode by hand"
+    assert not re.search(r"(?<![\w.])record\(", code), f"{path.name} records through something else than lesson.record"
+    declared = set(lesson.settings_rows(path.stem))
+    used = set(SETTING.findall(code))
+    assert used <= declared, f"{path.name} reads settings its TOML lacks: {sorted(used - declared)}"
+    assert declared <= used, f"{path.name}'s TOML has settings the notebook never reads: {sorted(declared - used)}"
+

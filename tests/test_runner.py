@@ -41,6 +41,14 @@ def test_runner_injects_mode_measures_and_records(tmp_path, build):
     assert saved["nb.ipynb"]["peak_mb"] == run["peak_mb"] and saved["nb.ipynb"]["cpu_s"] == run["cpu_s"]
 
 
+def test_the_kernel_knows_its_notebook_as_under_jupyter_server(tmp_path, build):
+    """mlcourse.lesson.detect reads $JPY_SESSION_NAME: the runner sets it to the notebook's path."""
+    path = tmp_path / "05_named.ipynb"
+    src = f"import os\nassert os.environ['JPY_SESSION_NAME'] == {str(path.resolve())!r}, os.environ.get('JPY_SESSION_NAME')"
+    run = runner.run_notebook(_notebook(path, src), "fast")
+    assert run["ok"], run["error"]
+
+
 def test_a_failing_notebook_is_reported_not_raised(tmp_path, build):
     run = runner.run_notebook(_notebook(tmp_path / "bad.ipynb", "raise ValueError('broken cell')"), "fast")
     assert not run["ok"] and "broken cell" in run["error"]

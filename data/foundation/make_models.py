@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from mlcourse import data, foundation
+from mlcourse import data, foundation, lesson
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
-FT_TRAIN, FT_VAL, FT_EPOCHS = 50, 10, 5  # lesson 04's full-mode settings (its parameters cell)
+S = lesson.settings("04_foundation_potentials", "full")  # the lesson's own table (notebooks/04_foundation_potentials.toml)
 
 torch.manual_seed(SEED)
 torch.set_num_threads(2)
@@ -34,11 +34,11 @@ print(f"SevenNet-0 predictions in {time.time() - t0:.0f} s")
 del calc
 
 t0 = time.time()
-ft_idx = foundation.bootstrap_indices(len(train), FT_TRAIN + FT_VAL, SEED + 1)
-ft_model, history = foundation.finetune_chgnet([train[i] for i in ft_idx[:FT_TRAIN]], [train[i] for i in ft_idx[FT_TRAIN:]],
-                                               epochs=FT_EPOCHS, batch_size=1, learning_rate=3e-4, seed=SEED)
+ft_idx = foundation.bootstrap_indices(len(train), S.ft_train + S.ft_val, SEED + 1)
+ft_model, history = foundation.finetune_chgnet([train[i] for i in ft_idx[:S.ft_train]], [train[i] for i in ft_idx[S.ft_train:]],
+                                               epochs=S.ft_epochs, batch_size=1, learning_rate=3e-4, seed=SEED)
 seconds = time.time() - t0
-foundation.save_chgnet(ft_model, HERE / "chgnet_si_finetuned.pt", history, n_train=FT_TRAIN, n_val=FT_VAL,
-                       epochs=FT_EPOCHS, seconds=round(seconds))
+foundation.save_chgnet(ft_model, HERE / "chgnet_si_finetuned.pt", history, n_train=S.ft_train, n_val=S.ft_val,
+                       epochs=S.ft_epochs, seconds=round(seconds))
 print(f"CHGNet fine-tuned in {seconds:.0f} s; test errors:",
       foundation.errors(foundation.predict(foundation.chgnet_calculator(ft_model), test), foundation.labels(test)))

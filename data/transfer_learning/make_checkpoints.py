@@ -8,7 +8,8 @@ Writes three small files (float16 weights, ~0.3 MB each) next to this script:
   fe and bg (1000 each) and gv, ph, dc, pz (their ``trial1_800`` FT files), leaving the experimental
   band gap ebg out entirely.
 
-Same architecture and hyper-parameters as the notebook (mlcourse.gnn defaults). Then run
+Same architecture (mlcourse.gnn defaults) and settings (pt_epochs, mpt_epochs, pt_patience, mpt_sets of
+notebooks/06_transfer_learning.toml) as the notebook's full mode. Then run
 ``python data/make_registry.py`` so that the new hashes are registered. Run from the repository root:
 ``OMP_NUM_THREADS=1 python data/transfer_learning/make_checkpoints.py`` (about 15 min on one core).
 """
@@ -20,13 +21,11 @@ from pathlib import Path
 
 import torch
 
-from mlcourse import data, gnn
+from mlcourse import data, gnn, lesson
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
-EPOCHS, PATIENCE = 60, 12
-MPT_PROPS = {"fe": ("pt", 1000), "bg": ("pt", 1000), "gv": ("ft", 800), "ph": ("ft", 800),
-             "dc": ("ft", 800), "pz": ("ft", 800)}
+S = lesson.settings("06_transfer_learning", "full")
 
 
 def graphs(prop: str, split: str, size: int) -> list:
@@ -39,16 +38,16 @@ def graphs(prop: str, split: str, size: int) -> list:
 def main() -> None:
     torch.set_num_threads(1)
     log = {}
-    sets = {p: graphs(p, split, size) for p, (split, size) in MPT_PROPS.items()}
-    for prop in ("fe", "bg"):
+    sets = {p: graphs(p, split, size) for p, (split, size) in S.mpt_sets.items()}
+    for prop in S.pt_props:
         t0 = time.perf_counter()
-        model, hist = gnn.pretrain(sets[prop], seed=SEED, epochs=EPOCHS, patience=PATIENCE, progress=False)
+        model, hist = gnn.pretrain(sets[prop], seed=SEED, epochs=S.pt_epochs, patience=S.pt_patience, progress=False)
         gnn.save_model(model, HERE / f"pt_{prop}.pt", half=True)
         log[f"pt_{prop}"] = {"n": len(sets[prop]), "epochs": len(hist.train_loss), "best_epoch": hist.best_epoch,
                              "best_val_mae_normalised": min(hist.val_mae), "seconds": time.perf_counter() - t0}
         print(log[f"pt_{prop}"], flush=True)
     t0 = time.perf_counter()
-    model, hist = gnn.pretrain(sets, seed=SEED, epochs=EPOCHS // 2, patience=PATIENCE, progress=False)
+    model, hist = gnn.pretrain(sets, seed=SEED, epochs=S.mpt_epochs, patience=S.pt_patience, progress=False)
     gnn.save_model(model, HERE / "mpt_no_ebg.pt", half=True)
     log["mpt_no_ebg"] = {"n": sum(map(len, sets.values())), "tasks": model.tasks, "epochs": len(hist.train_loss),
                          "best_epoch": hist.best_epoch, "best_val_mae_normalised": min(hist.val_mae),
