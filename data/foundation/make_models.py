@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mlcourse import data, foundation
+from mlcourse import data, foundation, metrics
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -41,4 +41,4 @@ seconds = time.time() - t0
 foundation.save_chgnet(ft_model, HERE / "chgnet_si_finetuned.pt", history, n_train=FT_TRAIN, n_val=FT_VAL,
                        epochs=FT_EPOCHS, seconds=round(seconds))
 print(f"CHGNet fine-tuned in {seconds:.0f} s; test errors:",
-      foundation.errors(foundation.predict(foundation.chgnet_calculator(ft_model), test), foundation.labels(test)))
+      metrics.potential_errors(foundation.predict(foundation.chgnet_calculator(ft_model), test), foundation.labels(test)))
