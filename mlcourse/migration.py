@@ -9,7 +9,6 @@ the host. The descriptors below read only that band — never the tabulated MACE
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 N_IMAGES = 5  # ion sites at the start of every band
 

@@ -7,16 +7,9 @@ import pytest
 import torch
 from pymatgen.core import Composition, Lattice, Structure
 
+from test_metrics import perovskite, rocksalt
+
 from mlcourse import generative as g
-
-
-def perovskite(a=3.9, species=("Sr", "Ti", "O", "O", "O")):
-    return Structure(Lattice.cubic(a), list(species),
-                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
-
-
-def rocksalt(a=5.64):
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
 def small_training_set():
