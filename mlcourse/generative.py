@@ -289,6 +289,21 @@ class CrystalDiffusion:
             out.append(Structure(features_to_lattice(lat[i]), species, wrap(b.frac[m].numpy().astype(float))))
         return out
 
+    def cell(self, lattice: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 3) lattice vectors (Å, rows) of standardised lattice features, with pymatgen's
+        ``Lattice.from_parameters`` convention; lengths and angles are clamped as in
+        :func:`features_to_lattice`."""
+        f = lattice * torch.as_tensor(self.lattice_std, dtype=lattice.dtype) + torch.as_tensor(self.lattice_mean, dtype=lattice.dtype)
+        a, b, c = torch.exp(f[:, :3].clamp(-5, 5)).unbind(1)
+        al, be, ga = torch.deg2rad(f[:, 3:].clamp(1.0, 179.0)).unbind(1)
+        val = ((torch.cos(al) * torch.cos(be) - torch.cos(ga)) / (torch.sin(al) * torch.sin(be))).clamp(-1, 1)
+        gs = torch.arccos(val)
+        zero = torch.zeros_like(a)
+        va = torch.stack([a * torch.sin(be), zero, a * torch.cos(be)], 1)
+        vb = torch.stack([-b * torch.sin(al) * torch.cos(gs), b * torch.sin(al) * torch.sin(gs), b * torch.cos(al)], 1)
+        vc = torch.stack([zero, zero, c], 1)
+        return torch.stack([va, vb, vc], 1)
+
     # ---------------------------------------------------------------- forward process
     def noise(self, b: CrystalBatch, t: torch.Tensor,
               generator: torch.Generator | None = None) -> tuple[CrystalBatch, torch.Tensor]:
@@ -306,21 +321,7 @@ class CrystalDiffusion:
         masked &= ~keep[b.batch]
         return CrystalBatch(frac_t, b.types, lat_t, b.batch, masked), lat_eps
 
-    def cell(self, lattice: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 3) lattice vectors (Å, rows) of standardised lattice features, with pymatgen's
-        ``Lattice.from_parameters`` convention; lengths and angles are clamped as in
-        :func:`features_to_lattice`."""
-        f = lattice * torch.as_tensor(self.lattice_std, dtype=lattice.dtype) + torch.as_tensor(self.lattice_mean, dtype=lattice.dtype)
-        a, b, c = torch.exp(f[:, :3].clamp(-5, 5)).unbind(1)
-        al, be, ga = torch.deg2rad(f[:, 3:].clamp(1.0, 179.0)).unbind(1)
-        val = ((torch.cos(al) * torch.cos(be) - torch.cos(ga)) / (torch.sin(al) * torch.sin(be))).clamp(-1, 1)
-        gs = torch.arccos(val)
-        zero = torch.zeros_like(a)
-        va = torch.stack([a * torch.sin(be), zero, a * torch.cos(be)], 1)
-        vb = torch.stack([-b * torch.sin(al) * torch.cos(gs), b * torch.sin(al) * torch.sin(gs), b * torch.cos(al)], 1)
-        vc = torch.stack([zero, zero, c], 1)
-        return torch.stack([va, vb, vc], 1)
-
+    # ---------------------------------------------------------------- the denoiser and its loss
     def type_input(self, types: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """One-hot types (N, K + 1), the last channel being MASK where ``masked``."""
         K = len(self.elements)
@@ -500,7 +501,7 @@ class CrystalDiffusion:
         generated — composition inpainting). ``temperature`` and ``corrector``: :meth:`reverse_step`.
         """
         for _, x in self._reverse(num_atoms, n, compositions, seed, temperature, corrector, progress):
-            pass
+            pass  # x: the crystals after the last step
         return self.to_structures(x)
 
     def trajectory(self, every: int, num_atoms: Sequence[int] | None = None, n: int | None = None,
