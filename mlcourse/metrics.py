@@ -267,8 +267,8 @@ def property_wasserstein(generated: Sequence, reference: Sequence) -> dict:
     }
 
 
-def generation_metrics(generated: Sequence, reference: Sequence, dataset: str = "perov_5", ref_fps: tuple | None = None,
-             progress: bool = True) -> dict:
+def generation_metrics(generated: Sequence, reference: Sequence, dataset: str = "perov_5",
+                       ref_fps: tuple | None = None, progress: bool = True) -> dict:
     """CDVAE's generation metrics of ``generated`` against ``reference`` (both lists of Structures):
     validity fractions (``struct_valid``, ``comp_valid``, ``valid``), coverage recall/precision
     with the dataset's cutoffs (:data:`COV_CUTOFFS`), and Wasserstein distances over the valid
