@@ -26,7 +26,6 @@ import pandas as pd
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import GPa
 
-ERROR_COLUMNS = ["E MAE (meV/atom)", "E RMSE (meV/atom)", "F MAE (eV/Å)", "F RMSE (eV/Å)", "S RMSE (GPa)"]
 
 
 # --------------------------------------------------------------------------- loading models
@@ -202,34 +201,6 @@ def apply_offset(pred: dict, offset: dict[str, float]) -> dict:
         raise ValueError(f"no energy offset for element(s) {sorted(missing)}")
     shift = np.array([np.mean([offset[s] for s in syms]) for syms in pred["symbols"]])
     return {**pred, "energy": pred["energy"] + shift}
-
-
-def errors(pred: dict, ref: dict) -> dict:
-    """MAE and RMSE of energy (meV/atom) and forces (eV/Å, per component), RMSE of stress (GPa)."""
-    if len(pred["energy"]) != len(ref["energy"]) or pred["forces"].shape != ref["forces"].shape:
-        raise ValueError(f"predictions ({len(pred['energy'])} frames, {pred['forces'].shape} forces) do not match "
-                         f"the reference ({len(ref['energy'])} frames, {ref['forces'].shape} forces)")
-    de = 1000 * (pred["energy"] - ref["energy"])
-    df = (pred["forces"] - ref["forces"]).ravel()
-    ds = (pred["stress"] - ref["stress"]).ravel() / GPa
-    return dict(zip(ERROR_COLUMNS, [float(np.mean(np.abs(de))), float(np.sqrt(np.mean(de**2))),
-                                    float(np.mean(np.abs(df))), float(np.sqrt(np.mean(df**2))),
-                                    float(np.sqrt(np.mean(ds**2)))]))
-
-
-def error_report(pred: dict, ref: dict) -> pd.DataFrame:
-    """mlip-2-style error report (``mlp calc-errors``): max, average and RMS absolute difference of
-    energy per atom (meV/atom), force components (eV/Å) and stress components (GPa)."""
-    diffs = {
-        "Energy per atom (meV/atom)": 1000 * (pred["energy"] - ref["energy"]),
-        "Forces (eV/Å)": (pred["forces"] - ref["forces"]).ravel(),
-        "Stresses (GPa)": (pred["stress"] - ref["stress"]).ravel() / GPa,
-    }
-    counts = [f"{len(ref['energy'])} configurations", f"{len(ref['forces'])} atoms", f"{len(ref['energy'])} configurations"]
-    rows = {k: {"checked for": n, "Maximal absolute difference": np.abs(d).max(),
-                "Average absolute difference": np.abs(d).mean(), "RMS absolute difference": np.sqrt(np.mean(d**2))}
-            for (k, d), n in zip(diffs.items(), counts)}
-    return pd.DataFrame(rows).T
 
 
 # --------------------------------------------------------------------------- symmetry check

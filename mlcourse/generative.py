@@ -1,4 +1,4 @@
-"""Lesson 08 family: a small denoising diffusion model for periodic crystals, and CDVAE's metrics.
+"""Lesson 08 family: a small denoising diffusion model for periodic crystals.
 
 The model (:class:`CrystalDiffusion`) diffuses the three parts of a crystal jointly, with one
 time step t = 1 ... T for all of them:
@@ -19,17 +19,19 @@ invariant to permutations, to translations and to periodic images, and (because 
 coordinates, lattice parameters and distances do not change when the crystal is rotated) to
 rotations. Cells may have any number of atoms.
 
-The CDVAE evaluation protocol (Xie et al., ICLR 2022, scripts/compute_metrics.py and
-eval_utils.py of github.com/txie-93/cdvae) is reimplemented in :func:`structure_validity`,
-:func:`composition_validity`, :func:`coverage` and :func:`property_wasserstein`.
+The pieces, in the order a crystal meets them: conversion (:func:`lattice_features`,
+:meth:`CrystalDiffusion.to_batch`, :meth:`CrystalDiffusion.to_structures`), the forward noise
+(:meth:`CrystalDiffusion.noise`), the denoiser, and the reverse step
+(:meth:`CrystalDiffusion.reverse_step`), which :meth:`CrystalDiffusion.sample` and
+:meth:`CrystalDiffusion.trajectory` repeat from t = T down to 1. CDVAE's evaluation of the
+generated crystals is in :mod:`mlcourse.metrics`.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,12 +93,15 @@ def features_to_lattice(f: np.ndarray):
 @dataclass
 class CrystalBatch:
     """Several crystals as flat tensors: ``frac`` (N, 3), ``types`` (N,) indices into the model's
-    element list, ``lattice`` (B, 6) standardised lattice features, ``batch`` (N,) crystal index."""
+    element list, ``lattice`` (B, 6) standardised lattice features, ``batch`` (N,) crystal index,
+    ``masked`` (N,) True where an atom's type is hidden behind the MASK token (its ``types`` entry
+    then means nothing)."""
 
     frac: torch.Tensor
     types: torch.Tensor
     lattice: torch.Tensor
     batch: torch.Tensor
+    masked: torch.Tensor
 
     @property
     def num_atoms(self) -> torch.Tensor:
@@ -212,7 +217,7 @@ class CrystalDiffusion:
 
     Build it with :meth:`from_structures` (it learns the element list, the lattice standardisation
     and the distribution of atom counts from the training structures), then :meth:`fit`,
-    :meth:`sample`, :meth:`save`/:meth:`load`. ``p_composition`` is the fraction of training
+    :meth:`sample` (or :meth:`trajectory`), :meth:`save`/:meth:`load`. ``p_composition`` is the fraction of training
     crystals whose atom types stay unmasked, so that the model also learns to generate a structure
     for a given composition.
     """
@@ -233,7 +238,7 @@ class CrystalDiffusion:
         self.schedule = Schedule(T=self.T)
         self.net = PeriodicDenoiser(len(self.elements), self.hidden, self.n_layers)
 
-    # ---------------------------------------------------------------- data
+    # ---------------------------------------------------------------- conversion: structures <-> tensors
     @classmethod
     def from_structures(cls, structures: Sequence, **kw) -> CrystalDiffusion:
         """A fresh model whose element list and lattice statistics come from ``structures``."""
@@ -267,37 +272,22 @@ class CrystalDiffusion:
             batch += [i] * len(s)
         lat = (lattice_features(structures) - self.lattice_mean) / self.lattice_std
         return CrystalBatch(torch.tensor(np.concatenate(frac), dtype=torch.float32), torch.tensor(types),
-                            torch.tensor(lat, dtype=torch.float32), torch.tensor(batch))
+                            torch.tensor(lat, dtype=torch.float32), torch.tensor(batch),
+                            torch.zeros(len(types), dtype=torch.bool))
 
-    def to_structures(self, b: CrystalBatch, masked: torch.Tensor | None = None) -> list:
-        """pymatgen Structures of a batch (lattice un-standardised, coordinates wrapped); atoms flagged
-        in ``masked`` become the dummy species X."""
+    def to_structures(self, b: CrystalBatch) -> list:
+        """pymatgen Structures of a batch (lattice un-standardised, coordinates wrapped); atoms whose
+        type is masked become the dummy species X."""
         from pymatgen.core import DummySpecies, Structure
 
         lat = b.lattice.numpy() * self.lattice_std + self.lattice_mean
         out = []
         for i in range(lat.shape[0]):
             m = (b.batch == i).numpy()
-            hidden = np.zeros(int(m.sum()), bool) if masked is None else masked[m].numpy()
+            hidden = b.masked[m].numpy()
             species = [DummySpecies("X") if h else self.elements[k] for k, h in zip(b.types[m].tolist(), hidden)]
             out.append(Structure(features_to_lattice(lat[i]), species, wrap(b.frac[m].numpy().astype(float))))
         return out
-
-    # ---------------------------------------------------------------- forward process
-    def noise(self, b: CrystalBatch, t: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        """Noisy versions of a batch at integer steps ``t`` (B,), 1 <= t <= T, and the noise used."""
-        ab = self.schedule.alpha_bar[t - 1]  # (B,)
-        sig = self.schedule.sigmas[t - 1]
-        frac_t, _ = add_wrapped_noise(b.frac, sig[b.batch][:, None], generator)
-        lat_eps = torch.randn(b.lattice.shape, generator=generator)
-        lat_t = ab.sqrt()[:, None] * b.lattice + (1 - ab).sqrt()[:, None] * lat_eps
-        masked = torch.rand(b.types.shape, generator=generator) > ab[b.batch]
-        # for a fraction of the crystals the composition stays visible at every t: the same network
-        # then also learns p(lattice, coordinates | composition), which composition inpainting uses
-        keep = torch.rand(len(ab), generator=generator) < self.p_composition
-        masked &= ~keep[b.batch]
-        types_t = self.type_input(b.types, masked)
-        return dict(frac=frac_t, lattice=lat_t, lat_eps=lat_eps, types=types_t, masked=masked, sigma=sig)
 
     def cell(self, lattice: torch.Tensor) -> torch.Tensor:
         """(B, 3, 3) lattice vectors (Å, rows) of standardised lattice features, with pymatgen's
@@ -314,28 +304,50 @@ class CrystalDiffusion:
         vc = torch.stack([zero, zero, c], 1)
         return torch.stack([va, vb, vc], 1)
 
+    # ---------------------------------------------------------------- forward process
+    def noise(self, b: CrystalBatch, t: torch.Tensor,
+              generator: torch.Generator | None = None) -> tuple[CrystalBatch, torch.Tensor]:
+        """The clean batch ``b`` noised to integer steps ``t`` (B,), 1 <= t <= T: (the noisy crystals,
+        whose ``masked`` atoms have their type hidden, and the standard-normal lattice noise (B, 6))."""
+        ab = self.schedule.alpha_bar[t - 1]  # (B,)
+        sig = self.schedule.sigmas[t - 1]
+        frac_t, _ = add_wrapped_noise(b.frac, sig[b.batch][:, None], generator)
+        lat_eps = torch.randn(b.lattice.shape, generator=generator)
+        lat_t = ab.sqrt()[:, None] * b.lattice + (1 - ab).sqrt()[:, None] * lat_eps
+        masked = torch.rand(b.types.shape, generator=generator) > ab[b.batch]
+        # for a fraction of the crystals the composition stays visible at every t: the same network
+        # then also learns p(lattice, coordinates | composition), which composition inpainting uses
+        keep = torch.rand(len(ab), generator=generator) < self.p_composition
+        masked &= ~keep[b.batch]
+        return CrystalBatch(frac_t, b.types, lat_t, b.batch, masked), lat_eps
+
+    # ---------------------------------------------------------------- the denoiser and its loss
     def type_input(self, types: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """One-hot types (N, K + 1), the last channel being MASK where ``masked``."""
         K = len(self.elements)
         idx = torch.where(masked, torch.full_like(types, K), types)
         return nn.functional.one_hot(idx, K + 1).float()
 
+    def denoise(self, x: CrystalBatch, time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network on noisy crystals at ``time`` t / T (B,): (sigma times the coordinate score (N, 3),
+        the lattice noise estimate (B, 6), the clean-type logits (N, n_types))."""
+        return self.net(self.type_input(x.types, x.masked), x.frac, x.lattice, time, x.batch, self.cell(x.lattice))
+
     def loss(self, b: CrystalBatch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Denoising loss of one batch at random steps: coordinate score + lattice noise + type CE."""
         B = b.lattice.shape[0]
         t = torch.randint(1, self.T + 1, (B,), generator=generator)
-        n = self.noise(b, t, generator)
-        sig = n["sigma"][b.batch][:, None]
-        target = wrapped_normal_score(wrap(n["frac"] - b.frac), sig) * sig  # sigma * score ~ -eps
+        noisy, lat_noise = self.noise(b, t, generator)
+        sig = self.schedule.sigmas[t - 1][b.batch][:, None]
+        target = wrapped_normal_score(wrap(noisy.frac - b.frac), sig) * sig  # sigma * score ~ -eps
         # a shift of the whole crystal is the same crystal: the crystal's mean score cannot be
         # predicted from relative positions, so it is taken out of the target
         mean = torch.zeros(B, 3).index_add_(0, b.batch, target) / b.num_atoms[:, None]
         target = target - mean[b.batch]
-        score, lat_eps, logits = self.net(n["types"], n["frac"], n["lattice"], t.float() / self.T, b.batch,
-                                          self.cell(n["lattice"]))
+        score, lat_eps, logits = self.denoise(noisy, t.float() / self.T)
         parts = {
             "coord": ((score - target) ** 2).mean(),
-            "lattice": ((lat_eps - n["lat_eps"]) ** 2).mean(),
+            "lattice": ((lat_eps - lat_noise) ** 2).mean(),
             "types": nn.functional.cross_entropy(logits, b.types),  # on all atoms (masked or not)
         }
         return parts["coord"] + parts["lattice"] + parts["types"], {k: float(v.detach()) for k, v in parts.items()}
@@ -381,96 +393,126 @@ class CrystalDiffusion:
         self.net.eval()
         return self
 
-    # ---------------------------------------------------------------- sampling
-    @torch.no_grad()
-    def sample(self, num_atoms: Sequence[int] | None = None, n: int | None = None,
-               compositions: Sequence | None = None, seed: int = 0, keep_every: int = 0,
-               temperature: float = 1.0, corrector: float = 0.0, progress: bool = True):
-        """Generate crystals by running the reverse diffusion from noise.
+    # ---------------------------------------------------------------- reverse process
+    def reverse_step(self, x: CrystalBatch, t: int, generator: torch.Generator, temperature: float = 1.0,
+                     corrector: float = 0.0) -> CrystalBatch:
+        """One denoising step of coordinates, lattice and types, from step ``t`` to t - 1 (T >= t >= 1).
 
-        Give either ``num_atoms`` (atoms per crystal), ``n`` (that many crystals with atom counts
-        drawn from the training distribution) or ``compositions`` (pymatgen Compositions or formulas
-        with integer amounts: the atom types are fixed and only lattice and coordinates are
-        generated — composition inpainting). Returns a list of Structures, and with
-        ``keep_every > 0`` also the trajectory: a list of (t, structures) every that many steps
-        (atoms whose type is still masked appear as X, a dummy species). ``temperature`` (> 0) scales
-        the type logits: below 1 the drawn types are more typical, above 1 more diverse.
-        ``corrector`` > 0 adds, after each step, one Langevin step of the coordinates at the new
-        noise level with step size ``corrector * sigma^2`` (predictor-corrector sampling, Song et al. 2021).
+        ``temperature`` (> 0) scales the type logits: below 1 the drawn types are more typical, above 1
+        more diverse. ``corrector`` > 0 adds one Langevin step of the coordinates at the new noise
+        level with step size ``corrector * sigma^2`` (predictor-corrector sampling, Song et al. 2021).
         """
+        s, N = self.schedule, len(x.types)
+        ab, beta = s.alpha_bar[t - 1], s.betas[t - 1]
+        ab_prev = s.alpha_bar[t - 2] if t > 1 else torch.tensor(1.0)
+        score, lat_eps, logits = self.denoise(x, torch.full((len(x.lattice),), t / self.T))
+        # coordinates: one reverse step of the variance-exploding SDE, wrapped onto the torus
+        sig = s.sigmas[t - 1]
+        sig_prev = s.sigmas[t - 2] if t > 1 else torch.tensor(0.0)
+        dvar = sig**2 - sig_prev**2
+        frac = x.frac + dvar * score / sig
+        if t > 1:
+            frac = frac + dvar.sqrt() * torch.randn((N, 3), generator=generator)
+        frac = wrap(frac)
+        # lattice: DDPM ancestral step from the predicted noise
+        lat0 = ((x.lattice - (1 - ab).sqrt() * lat_eps) / ab.sqrt()).clamp(-5, 5)
+        lat = _ddpm_step(x.lattice, lat0, ab, ab_prev, beta, t, generator)
+        # types: unmask each masked atom with probability (alpha_bar_{t-1} - alpha_bar_t) / (1 - alpha_bar_t)
+        # (all of them at the last step), drawing its type from the predicted distribution
+        p_unmask = 1.0 if t == 1 else float((ab_prev - ab) / (1 - ab))
+        reveal = x.masked & (torch.rand(N, generator=generator) < p_unmask)
+        types, masked = x.types, x.masked
+        if reveal.any():
+            draw = torch.multinomial(torch.softmax(logits[reveal] / temperature, -1), 1, generator=generator)[:, 0]
+            types = types.clone()
+            types[reveal] = draw
+            masked = masked & ~reveal
+        out = CrystalBatch(frac, types, lat, x.batch, masked)
+        if corrector > 0 and t > 1:  # Langevin corrector at the new noise level sigma_{t-1}
+            score, _, _ = self.denoise(out, torch.full((len(x.lattice),), (t - 1) / self.T))
+            out.frac = wrap(out.frac + corrector * sig_prev * score
+                            + math.sqrt(2 * corrector) * sig_prev * torch.randn((N, 3), generator=generator))
+        return out
+
+    def start(self, num_atoms: Sequence[int], generator: torch.Generator,
+              types: torch.Tensor | None = None) -> CrystalBatch:
+        """Crystals at t = T: uniform coordinates, standard-normal lattice features and every type
+        masked, or the given ``types`` (N,) kept visible (composition inpainting)."""
+        if min(num_atoms) < 1:
+            raise ValueError(f"every crystal needs at least one atom, got {list(num_atoms)}")
+        B, N = len(num_atoms), sum(num_atoms)
+        batch = torch.repeat_interleave(torch.arange(B), torch.tensor(num_atoms))
+        frac = torch.rand((N, 3), generator=generator)
+        lat = torch.randn((B, 6), generator=generator)
+        if types is None:  # the current guess of a masked type means nothing
+            return CrystalBatch(frac, torch.zeros(N, dtype=torch.long), lat, batch, torch.ones(N, dtype=torch.bool))
+        return CrystalBatch(frac, types.clone(), lat, batch, torch.zeros(N, dtype=torch.bool))
+
+    def composition_types(self, compositions: Sequence) -> list[list[int]]:
+        """Per crystal, the type indices of its atoms, from pymatgen Compositions or formulas with
+        integer amounts."""
         from pymatgen.core import Composition
+
+        out = []
+        for c in compositions:
+            c = Composition(c)
+            types = []
+            for el, amt in c.items():
+                if abs(amt - round(amt)) > 1e-6:
+                    raise ValueError(f"composition {c} has a non-integer amount of {el}")
+                if el.symbol not in self.elements:
+                    raise ValueError(f"composition {c}: element {el.symbol} is not in the model")
+                types += [self.elements.index(el.symbol)] * int(round(amt))
+            out.append(types)
+        return out
+
+    @torch.no_grad()
+    def _reverse(self, num_atoms: Sequence[int] | None, n: int | None, compositions: Sequence | None, seed: int,
+                 temperature: float, corrector: float, progress: bool) -> Iterator[tuple[int, CrystalBatch]]:
+        """(t, the crystals after the step from t to t - 1) for t = T ... 1, from seeded noise."""
         from tqdm.auto import tqdm
 
         gen = torch.Generator().manual_seed(seed)
         fixed = None
         if compositions is not None:
-            fixed_types = []
-            for c in compositions:
-                c = Composition(c)
-                syms = []
-                for el, amt in c.items():
-                    if abs(amt - round(amt)) > 1e-6:
-                        raise ValueError(f"composition {c} has a non-integer amount of {el}")
-                    if el.symbol not in self.elements:
-                        raise ValueError(f"composition {c}: element {el.symbol} is not in the model")
-                    syms += [el.symbol] * int(round(amt))
-                fixed_types.append([self.elements.index(s) for s in syms])
-            num_atoms = [len(f) for f in fixed_types]
-            fixed = torch.tensor([k for f in fixed_types for k in f])
+            types = self.composition_types(compositions)
+            num_atoms = [len(k) for k in types]
+            fixed = torch.tensor([k for crystal in types for k in crystal])
         elif num_atoms is None:
             if n is None:
                 raise ValueError("give num_atoms, n or compositions")
             sizes = np.array(list(self.num_atoms_counts))
             p = np.array(list(self.num_atoms_counts.values()), dtype=float)
             num_atoms = np.random.default_rng(seed).choice(sizes, size=n, p=p / p.sum()).tolist()
-        num_atoms = [int(k) for k in num_atoms]
-        if min(num_atoms) < 1:
-            raise ValueError(f"every crystal needs at least one atom, got {num_atoms}")
-        B, N, K = len(num_atoms), sum(num_atoms), len(self.elements)
-        batch = torch.repeat_interleave(torch.arange(B), torch.tensor(num_atoms))
-        frac = torch.rand((N, 3), generator=gen)
-        lat = torch.randn((B, 6), generator=gen)
-        types = torch.zeros(N, dtype=torch.long)  # current guess; meaningless while masked
-        masked = torch.ones(N, dtype=torch.bool) if fixed is None else torch.zeros(N, dtype=torch.bool)
-        if fixed is not None:  # inpainting: the known types are never masked
-            types = fixed.clone()
-        s, traj = self.schedule, []
+        x = self.start([int(k) for k in num_atoms], gen, fixed)
         self.net.eval()
         for t in tqdm(range(self.T, 0, -1), desc="sampling", disable=not progress):
-            ab, beta = s.alpha_bar[t - 1], s.betas[t - 1]
-            ab_prev = s.alpha_bar[t - 2] if t > 1 else torch.tensor(1.0)
-            tt = torch.full((B,), t / self.T)
-            score, lat_eps, logits = self.net(self.type_input(types, masked), frac, lat, tt, batch, self.cell(lat))
-            # coordinates: one reverse step of the variance-exploding SDE, wrapped onto the torus
-            sig = s.sigmas[t - 1]
-            sig_prev = s.sigmas[t - 2] if t > 1 else torch.tensor(0.0)
-            dvar = sig**2 - sig_prev**2
-            frac = frac + dvar * score / sig
-            if t > 1:
-                frac = frac + dvar.sqrt() * torch.randn((N, 3), generator=gen)
-            frac = wrap(frac)
-            # lattice: DDPM ancestral step from the predicted noise
-            lat0 = ((lat - (1 - ab).sqrt() * lat_eps) / ab.sqrt()).clamp(-5, 5)
-            lat = _ddpm_step(lat, lat0, ab, ab_prev, beta, t, gen)
-            # types: unmask each masked atom with probability (alpha_bar_{t-1} - alpha_bar_t) / (1 - alpha_bar_t)
-            # (all of them at the last step), drawing its type from the predicted distribution
-            p_unmask = 1.0 if t == 1 else float((ab_prev - ab) / (1 - ab))
-            reveal = masked & (torch.rand(N, generator=gen) < p_unmask)
-            if reveal.any():
-                draw = torch.multinomial(torch.softmax(logits[reveal] / temperature, -1), 1, generator=gen)[:, 0]
-                types = types.clone()
-                types[reveal] = draw
-                masked = masked & ~reveal
-            if corrector > 0 and t > 1:  # Langevin corrector at the new noise level sigma_{t-1}
-                tt = torch.full((B,), (t - 1) / self.T)
-                score, _, _ = self.net(self.type_input(types, masked), frac, lat, tt, batch, self.cell(lat))
-                frac = wrap(frac + corrector * sig_prev * score
-                            + math.sqrt(2 * corrector) * sig_prev * torch.randn((N, 3), generator=gen))
-            if keep_every and (t % keep_every == 0 or t == 1):
-                traj.append((t, self.to_structures(CrystalBatch(frac.clone(), types.clone(), lat.clone(), batch),
-                                                   masked.clone())))
-        out = self.to_structures(CrystalBatch(frac, types, lat, batch))
-        return (out, traj) if keep_every else out
+            x = self.reverse_step(x, t, gen, temperature, corrector)
+            yield t, x
+
+    def sample(self, num_atoms: Sequence[int] | None = None, n: int | None = None,
+               compositions: Sequence | None = None, seed: int = 0, temperature: float = 1.0,
+               corrector: float = 0.0, progress: bool = True) -> list:
+        """Generate crystals (pymatgen Structures) by running the reverse diffusion from noise.
+
+        Give either ``num_atoms`` (atoms per crystal), ``n`` (that many crystals with atom counts
+        drawn from the training distribution) or ``compositions`` (pymatgen Compositions or formulas
+        with integer amounts: the atom types are fixed and only lattice and coordinates are
+        generated — composition inpainting). ``temperature`` and ``corrector``: :meth:`reverse_step`.
+        """
+        for _, x in self._reverse(num_atoms, n, compositions, seed, temperature, corrector, progress):
+            pass  # x: the crystals after the last step
+        return self.to_structures(x)
+
+    def trajectory(self, every: int, num_atoms: Sequence[int] | None = None, n: int | None = None,
+                   compositions: Sequence | None = None, seed: int = 0, temperature: float = 1.0,
+                   corrector: float = 0.0, progress: bool = True) -> list[tuple[int, list]]:
+        """The sampling of :meth:`sample` (same arguments, same draws) seen every ``every`` steps:
+        (t, Structures after the step from t) at each t divisible by ``every`` and at t = 1, whose
+        Structures are the samples. Atoms whose type is still masked appear as X, a dummy species."""
+        return [(t, self.to_structures(x))
+                for t, x in self._reverse(num_atoms, n, compositions, seed, temperature, corrector, progress)
+                if t % every == 0 or t == 1]
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
@@ -508,199 +550,4 @@ def _ddpm_step(x_t, x0, ab, ab_prev, beta, t, gen):
 def _collate(items: Sequence[CrystalBatch]) -> CrystalBatch:
     batch = torch.cat([torch.full((len(b.types),), i) for i, b in enumerate(items)])
     return CrystalBatch(torch.cat([b.frac for b in items]), torch.cat([b.types for b in items]),
-                        torch.cat([b.lattice for b in items]), batch)
-
-
-# --------------------------------------------------------------------------- CDVAE's evaluation
-# Xie et al., ICLR 2022; protocol of github.com/txie-93/cdvae scripts/compute_metrics.py and
-# scripts/eval_utils.py, reimplemented here (tests/test_generative.py checks it).
-
-COV_CUTOFFS = {"perov_5": (0.2, 4.0), "carbon_24": (0.2, 4.0), "mp_20": (0.4, 10.0)}
-"""CDVAE's coverage thresholds per dataset: (delta_struc, delta_comp)."""
-
-
-def structure_validity(structure, cutoff: float = 0.5, min_volume: float = 0.1) -> bool:
-    """CDVAE's structural validity: every interatomic distance (periodic images included) at least
-    ``cutoff`` Å and the cell volume at least ``min_volume`` Å^3."""
-    if not np.isfinite(structure.lattice.matrix).all() or structure.volume < min_volume:
-        return False
-    if len(structure) == 1:
-        return True
-    d = structure.distance_matrix + np.eye(len(structure)) * (cutoff + 10.0)
-    return bool(d.min() >= cutoff)
-
-
-def composition_validity(composition, use_pauling_test: bool = True, include_alloys: bool = True) -> bool:
-    """CDVAE's compositional validity (SMACT): some assignment of oxidation states is charge neutral
-    and, with ``use_pauling_test``, puts every cation below every anion in Pauling electronegativity.
-
-    As in CDVAE: counts are reduced by their gcd; one element, or only metals (``include_alloys``),
-    is valid; the oxidation states are SMACT's original list (``oxidation_states_smact14``, the one
-    CDVAE's smact 2.x used), and a pair with a missing electronegativity passes the Pauling test.
-    """
-    import smact
-    from pymatgen.core import Composition
-
-    comp = Composition(composition)
-    symbols = [el.symbol for el in comp.elements]
-    counts = np.array([comp[el] for el in comp.elements])
-    if np.any(np.abs(counts - np.round(counts)) > 1e-8):
-        raise ValueError(f"composition {comp} has non-integer amounts")
-    counts = np.round(counts).astype(int)
-    counts = counts // np.gcd.reduce(counts)
-    if len(symbols) == 1:
-        return True
-    if include_alloys and all(s in smact.metals for s in symbols):
-        return True
-    elements = [smact.Element(s) for s in symbols]
-    ox_lists = [e.oxidation_states_smact14 or [] for e in elements]
-    enegs = [e.pauling_eneg for e in elements]
-    for ox in itertools.product(*ox_lists):
-        if int(np.dot(ox, counts)) != 0:
-            continue
-        if not use_pauling_test or _pauling_ok(ox, enegs):
-            return True
-    return False
-
-
-def _pauling_ok(ox: Sequence[int], enegs: Sequence[float | None]) -> bool:
-    """Every cation (ox > 0) less electronegative than every anion (ox < 0); no data -> pass."""
-    for (o1, e1), (o2, e2) in itertools.combinations(zip(ox, enegs), 2):
-        if e1 is None or e2 is None:
-            continue
-        if (o1 > 0 > o2 and e1 >= e2) or (o1 < 0 < o2 and e1 <= e2):
-            return False
-    return True
-
-
-def structure_fingerprint(structure) -> np.ndarray | None:
-    """CDVAE's structure fingerprint: the mean over sites of matminer's CrystalNN fingerprint
-    (``ops`` preset, 61 numbers); None where CrystalNN fails on the structure."""
-    import warnings
-
-    from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
-
-    fp = _cached(CrystalNNFingerprint, "ops")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return np.mean([fp.featurize(structure, i) for i in range(len(structure))], axis=0)
-    except Exception:
-        return None
-
-
-def composition_fingerprint(composition) -> np.ndarray:
-    """Magpie composition fingerprint (matminer ``ElementProperty`` 'magpie', 132 numbers), unscaled."""
-    from matminer.featurizers.composition.composite import ElementProperty
-
-    return np.asarray(_cached(ElementProperty, "magpie").featurize(composition), dtype=float)
-
-
-_FEATURIZERS: dict = {}
-
-
-def _cached(cls, preset):
-    key = (cls.__name__, preset)
-    if key not in _FEATURIZERS:
-        _FEATURIZERS[key] = cls.from_preset(preset)
-    return _FEATURIZERS[key]
-
-
-def cdvae_comp_scaler() -> tuple[np.ndarray, np.ndarray]:
-    """CDVAE's means and standard deviations of the Magpie features (its CompScaler), from
-    ``data/generative/cdvae_comp_scaler.json`` through the registry."""
-    import json
-
-    from . import data
-
-    d = json.loads(data.fetch("generative/cdvae_comp_scaler.json").read_text())
-    return np.array(d["means"]), np.array(d["stds"])
-
-
-def scale_composition_fingerprints(fps: np.ndarray, scaler: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Standardise Magpie fingerprints as CDVAE does: (x - mean) / std, NaN -> 0."""
-    mean, std = cdvae_comp_scaler() if scaler is None else scaler
-    out = (np.asarray(fps, dtype=float) - mean) / std
-    return np.nan_to_num(out, nan=0.0)
-
-
-def coverage(gen_struct_fps, gen_comp_fps, ref_struct_fps, ref_comp_fps, struc_cutoff: float = 0.2,
-             comp_cutoff: float = 4.0, n_generated: int | None = None) -> dict:
-    """CDVAE's coverage recall and precision (fractions) of generated vs reference fingerprints.
-
-    Composition fingerprints must already be scaled (:func:`scale_composition_fingerprints`).
-    A generated entry whose fingerprint is None is dropped but still counts in the precision's
-    denominator ``n_generated`` (default: the number of generated entries given), as in CDVAE.
-    Recall: the fraction of reference crystals with a generated crystal within both cutoffs;
-    precision: the fraction of generated crystals with a reference crystal within both cutoffs.
-    Also returns the mean nearest distances (AMSD, AMCD) in both directions.
-    """
-    from scipy.spatial.distance import cdist
-
-    if len(gen_struct_fps) != len(gen_comp_fps) or len(ref_struct_fps) != len(ref_comp_fps):
-        raise ValueError("structure and composition fingerprint lists must have equal lengths")
-    n_generated = len(gen_struct_fps) if n_generated is None else n_generated
-    keep = [i for i, (s, c) in enumerate(zip(gen_struct_fps, gen_comp_fps)) if s is not None and c is not None]
-    ref_keep = [i for i, s in enumerate(ref_struct_fps) if s is not None]
-    if len(ref_keep) < len(ref_struct_fps):
-        raise ValueError(f"reference fingerprints missing for entries {sorted(set(range(len(ref_struct_fps))) - set(ref_keep))}")
-    if not keep:
-        return {"cov_recall": 0.0, "cov_precision": 0.0}
-    gs = np.array([gen_struct_fps[i] for i in keep])
-    gc = np.array([gen_comp_fps[i] for i in keep])
-    ds = cdist(gs, np.array(ref_struct_fps, dtype=float))
-    dc = cdist(gc, np.array(ref_comp_fps, dtype=float))
-    recall = np.mean((ds.min(0) <= struc_cutoff) & (dc.min(0) <= comp_cutoff))
-    precision = np.sum((ds.min(1) <= struc_cutoff) & (dc.min(1) <= comp_cutoff)) / n_generated
-    return {"cov_recall": float(recall), "cov_precision": float(precision),
-            "amsd_recall": float(ds.min(0).mean()), "amsd_precision": float(ds.min(1).mean()),
-            "amcd_recall": float(dc.min(0).mean()), "amcd_precision": float(dc.min(1).mean())}
-
-
-def property_wasserstein(generated: Sequence, reference: Sequence) -> dict:
-    """CDVAE's Wasserstein distances between generated and reference structures of the density
-    (g/cm^3) and of the number of distinct elements. Pass only the valid generated structures."""
-    from scipy.stats import wasserstein_distance
-
-    if len(generated) == 0:
-        raise ValueError("no generated structures to compare")
-    return {
-        "wdist_density": float(wasserstein_distance([s.density for s in generated], [s.density for s in reference])),
-        "wdist_num_elems": float(wasserstein_distance([len(s.composition.elements) for s in generated],
-                                                      [len(s.composition.elements) for s in reference])),
-    }
-
-
-def evaluate(generated: Sequence, reference: Sequence, dataset: str = "perov_5", ref_fps: tuple | None = None,
-             progress: bool = True) -> dict:
-    """CDVAE's generation metrics of ``generated`` against ``reference`` (both lists of Structures):
-    validity fractions (``struct_valid``, ``comp_valid``, ``valid``), coverage recall/precision
-    with the dataset's cutoffs (:data:`COV_CUTOFFS`), and Wasserstein distances over the valid
-    generated structures. ``ref_fps`` = (structure fps, scaled composition fps) skips recomputing
-    the reference fingerprints. Returns a dict; ``per_structure`` holds each sample's flags."""
-    from tqdm.auto import tqdm
-
-    s_valid = np.array([structure_validity(s) for s in generated])
-    c_valid = np.array([composition_validity(s.composition) for s in generated])
-    # as in CDVAE, every generated crystal is fingerprinted, valid or not; None where CrystalNN fails
-    gen_s = [structure_fingerprint(s) for s in tqdm(generated, desc="fingerprints", disable=not progress)]
-    gen_c = scale_composition_fingerprints([composition_fingerprint(s.composition) for s in generated])
-    if ref_fps is None:
-        ref_fps = reference_fingerprints(reference, progress)
-    sc, cc = COV_CUTOFFS[dataset]
-    valid = s_valid & c_valid
-    out = {"struct_valid": float(s_valid.mean()), "comp_valid": float(c_valid.mean()), "valid": float(valid.mean())}
-    out |= coverage(gen_s, list(gen_c), *ref_fps, struc_cutoff=sc, comp_cutoff=cc, n_generated=len(generated))
-    if valid.any():
-        out |= property_wasserstein([s for s, v in zip(generated, valid) if v], reference)
-    out["per_structure"] = {"struct_valid": s_valid, "comp_valid": c_valid}
-    return out
-
-
-def reference_fingerprints(reference: Sequence, progress: bool = True) -> tuple[list, np.ndarray]:
-    """(CrystalNN structure fingerprints, scaled Magpie fingerprints) of reference structures."""
-    from tqdm.auto import tqdm
-
-    s = [structure_fingerprint(x) for x in tqdm(reference, desc="reference fingerprints", disable=not progress)]
-    c = scale_composition_fingerprints([composition_fingerprint(x.composition) for x in reference])
-    return s, c
+                        torch.cat([b.lattice for b in items]), batch, torch.cat([b.masked for b in items]))

@@ -594,7 +594,7 @@ def evaluate(model: CGCNN, dataset: Sequence[Data], task: int = 0, prop: str | N
     With ``prop`` in :data:`PROPERTY_SCALES` (scaled transfer-learning targets), also ``mae_phys``
     and ``rmse_phys`` in physical units and ``unit``.
     """
-    from .regression import regression_metrics
+    from .metrics import regression_metrics
 
     pred = predict(model, dataset)
     pred = pred if pred.ndim == 1 else pred[:, task]

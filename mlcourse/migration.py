@@ -1,4 +1,5 @@
-"""Migration barriers (Em) of mobile ions: band descriptors, the published metrics, and NEB.
+"""Migration barriers (Em) of mobile ions: band descriptors, diffusivity and NEB (the published
+metrics: :func:`mlcourse.metrics.barrier_metrics`).
 
 A *band* (see :func:`mlcourse.data.load_migration_barriers`) is a host supercell with the mobile ion
 at 5 points of a straight line from its initial to its final site: sites 0–4 are the ion, sites 5…
@@ -8,10 +9,8 @@ the host. The descriptors below read only that band — never the tabulated MACE
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 N_IMAGES = 5  # ion sites at the start of every band
-TIERS = (0.1, 0.3)  # eV: the accuracy tiers of Devi et al. (|error| <= 0.1, 0.1-0.3, > 0.3 eV)
 
 
 def endpoints(band):
@@ -60,22 +59,6 @@ def material_composition(band):
     from pymatgen.core import Composition
 
     return Composition(Counter(band[i].specie.symbol for i in range(N_IMAGES - 1, len(band))))
-
-
-def barrier_metrics(y_true, y_pred) -> dict[str, float]:
-    """R², MAE and RMSE (eV) and the share of predictions in the tiers |error| ≤ 0.1, 0.1–0.3, > 0.3 eV."""
-    from .regression import regression_metrics
-
-    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
-    if len(y_true) == 0 or len(y_true) != len(y_pred):
-        raise ValueError(f"need equally long, non-empty arrays, got {len(y_true)} and {len(y_pred)}")
-    if not (np.isfinite(y_true).all() and np.isfinite(y_pred).all()):
-        raise ValueError("barriers contain NaN or infinite values")
-    m = regression_metrics(y_true, y_pred)
-    err = np.abs(y_pred - y_true)
-    return {"R2": m["r2"], "MAE": m["mae"], "RMSE": m["rmse"], "tier <=0.1 eV": float(np.mean(err <= TIERS[0])),
-            "tier 0.1-0.3 eV": float(np.mean((err > TIERS[0]) & (err <= TIERS[1]))),
-            "tier >0.3 eV": float(np.mean(err > TIERS[1]))}
 
 
 def arrhenius_diffusivity(Em, T: float = 300.0, hop_length: float = 3.0, nu: float = 1e13, dim: int = 3):

@@ -386,12 +386,13 @@ def calculator(model):
 def error_table(calculators: dict, frames: list) -> "pd.DataFrame":
     """Test errors of each ASE calculator on ``frames`` (reference values on their calculators).
 
-    One row per calculator: energy MAE and RMSE (meV/atom), force MAE and RMSE over components
-    (eV/Å), stress RMSE over Voigt components (GPa) — :func:`mlcourse.foundation.errors`.
+    One row per calculator, the columns of :func:`mlcourse.metrics.potential_errors` (units in
+    :data:`mlcourse.metrics.UNITS`).
     """
     import pandas as pd
 
-    from .foundation import errors, labels, predict
+    from .foundation import labels, predict
+    from .metrics import potential_errors
 
     reference = labels(frames)
-    return pd.DataFrame({name: errors(predict(calc, frames), reference) for name, calc in calculators.items()}).T
+    return pd.DataFrame({name: potential_errors(predict(calc, frames), reference) for name, calc in calculators.items()}).T

@@ -1,18 +1,8 @@
-"""Lesson 01 family: classic regression on matbench."""
+"""Lesson 01 family: classic regression on matbench (its metrics: :func:`mlcourse.metrics.regression_metrics`)."""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-
-def regression_metrics(y_true, y_pred) -> dict[str, float]:
-    """MAE, RMSE and r² of predictions (MAE and RMSE in the target's unit)."""
-    return {
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-        "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
-        "r2": float(r2_score(y_true, y_pred)),
-    }
 
 
 def ridge_closed_form(X, y, alpha: float) -> tuple[np.ndarray, float]:

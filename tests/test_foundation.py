@@ -12,7 +12,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import GPa
 
-from mlcourse import foundation
+from mlcourse import foundation, metrics
 
 
 class Shifted(Calculator):
@@ -50,8 +50,8 @@ def frames():
 def test_reference_copy_has_zero_error(frames):
     ref = foundation.labels(frames)
     pred = foundation.predict(SinglePointCalculatorCopy(frames), frames)
-    assert all(v == 0 for v in foundation.errors(pred, ref).values())
-    report = foundation.error_report(pred, ref)
+    assert all(v == 0 for v in metrics.potential_errors(pred, ref).values())
+    report = metrics.potential_error_report(pred, ref)
     assert (report.drop(columns="checked for").to_numpy(dtype=float) == 0).all()
 
 
@@ -74,14 +74,14 @@ class SinglePointCalculatorCopy(Calculator):
 def test_constant_shift_gives_exactly_that_energy_error_and_the_offset_removes_it(frames):
     ref = foundation.labels(frames)
     pred = foundation.predict(Shifted(0.125), frames)
-    err = foundation.errors(pred, ref)
-    assert err["E MAE (meV/atom)"] == pytest.approx(125.0, abs=1e-9)
-    assert err["E RMSE (meV/atom)"] == pytest.approx(125.0, abs=1e-9)
-    assert err["F RMSE (eV/Å)"] == pytest.approx(0, abs=1e-12) and err["S RMSE (GPa)"] == pytest.approx(0, abs=1e-12)
+    err = metrics.potential_errors(pred, ref)
+    assert err["energy_mae"] == pytest.approx(125.0, abs=1e-9)
+    assert err["energy_rmse"] == pytest.approx(125.0, abs=1e-9)
+    assert err["force_rmse"] == pytest.approx(0, abs=1e-12) and err["stress_rmse"] == pytest.approx(0, abs=1e-12)
     offset = foundation.fit_energy_offset(pred, ref)
     assert offset == {"Cu": pytest.approx(-0.125, abs=1e-12)}
-    fixed = foundation.errors(foundation.apply_offset(pred, offset), ref)
-    assert fixed["E RMSE (meV/atom)"] == pytest.approx(0, abs=1e-9)
+    fixed = metrics.potential_errors(foundation.apply_offset(pred, offset), ref)
+    assert fixed["energy_rmse"] == pytest.approx(0, abs=1e-9)
     with pytest.raises(ValueError, match="Cu"):
         foundation.apply_offset(pred, {"Au": 0.1})
 
@@ -96,7 +96,7 @@ def test_predict_calculates_each_frame_once(frames):
 
     pred = foundation.predict(Counting(0.0), frames)
     assert Counting.calls == len(frames)  # a shared ASE calculator remembers only its last structure
-    assert foundation.errors(pred, foundation.labels(frames))["F RMSE (eV/Å)"] == pytest.approx(0, abs=1e-12)
+    assert metrics.potential_errors(pred, foundation.labels(frames))["force_rmse"] == pytest.approx(0, abs=1e-12)
 
 
 def test_errors_by_hand_and_stress_in_gpa(frames):
@@ -105,15 +105,15 @@ def test_errors_by_hand_and_stress_in_gpa(frames):
     pred["energy"][0] += 0.003  # 3 meV/atom on one of 5 frames
     pred["forces"][0, 0] += 0.5
     pred["stress"][1, 2] += 2 * GPa
-    err = foundation.errors(pred, ref)
+    err = metrics.potential_errors(pred, ref)
     n_f = ref["forces"].size
-    assert err["E MAE (meV/atom)"] == pytest.approx(3 / 5)
-    assert err["E RMSE (meV/atom)"] == pytest.approx(np.sqrt(9 / 5))
-    assert err["F MAE (eV/Å)"] == pytest.approx(0.5 / n_f)
-    assert err["F RMSE (eV/Å)"] == pytest.approx(np.sqrt(0.25 / n_f))
-    assert err["S RMSE (GPa)"] == pytest.approx(np.sqrt(4 / 30))
+    assert err["energy_mae"] == pytest.approx(3 / 5)
+    assert err["energy_rmse"] == pytest.approx(np.sqrt(9 / 5))
+    assert err["force_mae"] == pytest.approx(0.5 / n_f)
+    assert err["force_rmse"] == pytest.approx(np.sqrt(0.25 / n_f))
+    assert err["stress_rmse"] == pytest.approx(np.sqrt(4 / 30))
     with pytest.raises(ValueError, match="do not match"):
-        foundation.errors({**pred, "energy": pred["energy"][:2]}, ref)
+        metrics.potential_errors({**pred, "energy": pred["energy"][:2]}, ref)
 
 
 def test_labels_reject_a_frame_without_calculator(frames):

@@ -1,4 +1,4 @@
-"""Lesson 08: periodic noise, the denoiser's invariances, sampling shapes, CDVAE's metrics."""
+"""Lesson 08: periodic noise, the denoiser's invariances, sampling shapes (CDVAE's metrics: test_metrics.py)."""
 
 import math
 
@@ -7,16 +7,9 @@ import pytest
 import torch
 from pymatgen.core import Composition, Lattice, Structure
 
+from test_metrics import perovskite, rocksalt
+
 from mlcourse import generative as g
-
-
-def perovskite(a=3.9, species=("Sr", "Ti", "O", "O", "O")):
-    return Structure(Lattice.cubic(a), list(species),
-                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
-
-
-def rocksalt(a=5.64):
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
 def small_training_set():
@@ -123,10 +116,15 @@ def test_training_reduces_loss_and_sampling_handles_variable_atom_counts(tmp_pat
     assert sizes <= set(m.num_atoms_counts)
     # composition inpainting keeps the atom types exactly
     comps = ["SrTiO3", "NaCl", "Fe", "Ba2Zr2O6"]
-    out, traj = m.sample(compositions=comps, seed=0, keep_every=5, progress=False)
+    out = m.sample(compositions=comps, seed=0, progress=False)
     assert [s.composition for s in out] == [Composition(c) for c in comps]
+    traj = m.trajectory(5, compositions=comps, seed=0, progress=False)
     assert [t for t, _ in traj] == [20, 15, 10, 5, 1]
     assert all(len(x) == len(comps) for _, x in traj)
+    assert traj[-1][1] == out  # the same draws: the last snapshot is the sample
+    free = m.trajectory(10, num_atoms=[5, 5], seed=0, progress=False)
+    assert any(sp.symbol == "X" for s in free[0][1] for sp in s.composition)  # types still hidden at t = T
+    assert not any(sp.symbol == "X" for s in free[-1][1] for sp in s.composition)
     with pytest.raises(ValueError, match="element Xe"):
         m.sample(compositions=["XeF2"], progress=False)
     # the checkpoint reproduces the model's samples
@@ -135,96 +133,6 @@ def test_training_reduces_loss_and_sampling_handles_variable_atom_counts(tmp_pat
     b = m2.sample(num_atoms=[5], seed=4, progress=False)[0]
     np.testing.assert_allclose(a.frac_coords, b.frac_coords, atol=2e-2)  # float16 weights
     assert m2.history == m.history
-
-
-# ------------------------------------------------------------------------------ CDVAE's metrics
-
-
-def test_structure_validity_known_good_and_bad():
-    assert g.structure_validity(perovskite())
-    assert g.structure_validity(rocksalt())
-    # two atoms 0.3 Å apart, the second only through the periodic boundary
-    close = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.01, 0, 0], [0.95, 0, 0]])
-    assert close.distance_matrix[0, 1] == pytest.approx(0.24)
-    assert not g.structure_validity(close)
-    assert g.structure_validity(Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.0, 0, 0], [0.13, 0, 0]]))  # 0.52 Å
-    tiny = Structure(Lattice.cubic(0.4), ["Fe"], [[0, 0, 0]])  # 0.064 Å^3
-    assert not g.structure_validity(tiny)
-
-
-@pytest.mark.parametrize("formula,valid", [
-    ("SrTiO3", True), ("NaCl", True), ("Fe2O3", True), ("BaZrO3", True), ("LaAlO3", True),
-    ("Fe", True), ("CuZn", True),           # one element; only metals (an alloy)
-    ("NaCl2", False), ("CaF3", False), ("LiF2", False), ("KO3F", False), ("O3F", False),
-])
-def test_composition_validity_known_cases(formula, valid):
-    assert g.composition_validity(formula) is valid
-
-
-def test_composition_validity_pauling_test_matters():
-    # NaSe balances only as Na(-1) Se(+1): the cation would be more electronegative than the anion
-    assert g.composition_validity("NaSe", use_pauling_test=False)
-    assert not g.composition_validity("NaSe")
-    assert g.composition_validity("Na2Se")
-
-
-def test_composition_validity_agrees_with_smact():
-    from smact.screening import smact_validity
-
-    rng = np.random.default_rng(0)
-    pool = ["Li", "Na", "K", "Sr", "Ba", "Ti", "Zr", "Fe", "Co", "Ni", "Cu", "Zn", "Al", "Ga", "Sn",
-            "Pb", "La", "O", "N", "F", "S", "Cl", "Se", "Bi", "Sb"]
-    n_checked = 0
-    for _ in range(150):
-        els = rng.choice(pool, size=rng.integers(2, 4), replace=False)
-        comp = Composition({e: int(rng.integers(1, 4)) for e in els})
-        ours = g.composition_validity(comp)
-        theirs = smact_validity(comp, oxidation_states_set="smact14")
-        assert ours == theirs, comp
-        n_checked += 1
-    assert n_checked == 150
-
-
-def test_coverage_counts_nearest_neighbours_and_failed_fingerprints():
-    ref_s = [np.array([0.0, 0.0]), np.array([1.0, 0.0])]
-    ref_c = [np.array([0.0]), np.array([0.0])]
-    gen_s = [np.array([0.05, 0.0]), np.array([5.0, 5.0]), None]
-    gen_c = [np.array([1.0]), np.array([9.0]), np.array([0.0])]
-    out = g.coverage(gen_s, gen_c, ref_s, ref_c, struc_cutoff=0.2, comp_cutoff=4.0)
-    assert out["cov_recall"] == pytest.approx(0.5)       # only the first reference is covered
-    assert out["cov_precision"] == pytest.approx(1 / 3)  # the failed one counts in the denominator
-    # the composition cutoff matters too (as in CDVAE, the nearest structure and the nearest
-    # composition are looked up independently)
-    out = g.coverage(gen_s, gen_c, ref_s, ref_c, struc_cutoff=0.2, comp_cutoff=0.5)
-    assert out["cov_recall"] == 0 and out["cov_precision"] == 0
-
-
-def test_fingerprints_and_scaler_shapes():
-    fp = g.structure_fingerprint(perovskite())
-    assert fp.shape == (61,) and np.isfinite(fp).all()
-    # the same structure, supercell and shifted: same fingerprint
-    s2 = perovskite().make_supercell([2, 1, 1], in_place=False)
-    s2.translate_sites(range(len(s2)), [0.1, 0.2, 0.3])
-    np.testing.assert_allclose(g.structure_fingerprint(s2), fp, atol=1e-8)
-    c = g.composition_fingerprint(Composition("SrTiO3"))
-    assert c.shape == (132,)
-    mean, std = g.cdvae_comp_scaler()
-    assert mean.shape == std.shape == (132,) and (std > 0).all()
-    scaled = g.scale_composition_fingerprints([c, np.full(132, np.nan)])
-    np.testing.assert_allclose(scaled[0], (c - mean) / std)
-    assert (scaled[1] == 0).all()
-
-
-def test_evaluate_perfect_copy_scores_full_coverage_and_zero_distance():
-    ref = [perovskite(), perovskite(4.0, ("Ba", "Zr", "O", "O", "O")), rocksalt()]
-    bad = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.0, 0, 0], [0.02, 0, 0]])
-    out = g.evaluate(ref + [bad], ref, progress=False)
-    assert out["struct_valid"] == pytest.approx(0.75) and out["comp_valid"] == 1.0
-    assert out["cov_recall"] == 1.0
-    assert out["cov_precision"] == pytest.approx(0.75)  # the overlapping pair matches no reference
-    assert out["wdist_density"] == pytest.approx(0.0, abs=1e-12)
-    assert out["wdist_num_elems"] == pytest.approx(0.0, abs=1e-12)
-    assert list(out["per_structure"]["struct_valid"]) == [True, True, True, False]
 
 
 def test_cell_matches_pymatgen(model):

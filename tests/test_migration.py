@@ -1,4 +1,4 @@
-"""Migration-barrier data (parser, published split) and the capstone's helpers (descriptors, metrics, NEB)."""
+"""Migration-barrier data (parser, published split) and the capstone's helpers (descriptors, NEB)."""
 
 from __future__ import annotations
 
@@ -110,16 +110,6 @@ def test_band_features_on_a_hand_made_hop():
     assert f["bottleneck"] == pytest.approx(min(f[f"d_min_{k}"] for k in range(5)))
     assert f["anion_distance_mid"] == pytest.approx(3.0)  # O is more electronegative than Li
     assert migration.material_composition(_band()).formula == "Li1 O2"
-
-
-def test_barrier_metrics_and_tiers():
-    m = migration.barrier_metrics([1.0, 1.0, 1.0, 1.0], [1.05, 1.2, 1.5, 0.5])
-    assert m["MAE"] == pytest.approx((0.05 + 0.2 + 0.5 + 0.5) / 4)
-    assert (m["tier <=0.1 eV"], m["tier 0.1-0.3 eV"], m["tier >0.3 eV"]) == (0.25, 0.25, 0.5)
-    with pytest.raises(ValueError, match="NaN"):
-        migration.barrier_metrics([1.0, np.nan], [1.0, 1.0])
-    with pytest.raises(ValueError, match="non-empty"):
-        migration.barrier_metrics([], [])
 
 
 def test_arrhenius_diffusivity_changes_tenfold_per_60_meV_at_300_K():

@@ -226,9 +226,9 @@ def test_error_table_is_zero_for_the_reference_and_exact_for_a_shift():
 
     table = potentials.error_table({"shifted": Shifted()}, frames)
     row = table.loc["shifted"]
-    assert row["E RMSE (meV/atom)"] == pytest.approx(10.0) and row["E MAE (meV/atom)"] == pytest.approx(10.0)
-    assert row["F RMSE (eV/Å)"] == pytest.approx(0.1) and row["F MAE (eV/Å)"] == pytest.approx(0.1)
-    assert row["S RMSE (GPa)"] == pytest.approx(0.0, abs=1e-12)
+    assert row["energy_rmse"] == pytest.approx(10.0) and row["energy_mae"] == pytest.approx(10.0)
+    assert row["force_rmse"] == pytest.approx(0.1) and row["force_mae"] == pytest.approx(0.1)
+    assert row["stress_rmse"] == pytest.approx(0.0, abs=1e-12)
 
 
 @needs_shared

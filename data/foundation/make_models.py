@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mlcourse import data, foundation, lesson
+from mlcourse import data, foundation, lesson, metrics
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -41,4 +41,4 @@ seconds = time.time() - t0
 foundation.save_chgnet(ft_model, HERE / "chgnet_si_finetuned.pt", history, n_train=S.ft_train, n_val=S.ft_val,
                        epochs=S.ft_epochs, seconds=round(seconds))
 print(f"CHGNet fine-tuned in {seconds:.0f} s; test errors:",
-      foundation.errors(foundation.predict(foundation.chgnet_calculator(ft_model), test), foundation.labels(test)))
+      metrics.potential_errors(foundation.predict(foundation.chgnet_calculator(ft_model), test), foundation.labels(test)))

@@ -1,0 +1,143 @@
+"""Every metric (mlcourse.metrics): regression, migration-barrier tiers, CDVAE's generation metrics; no torch."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Composition, Lattice, Structure
+
+from mlcourse import metrics
+
+
+def perovskite(a=3.9, species=("Sr", "Ti", "O", "O", "O")):
+    return Structure(Lattice.cubic(a), list(species),
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def rocksalt(a=5.64):
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_metrics_import_no_torch():
+    code = "import sys, mlcourse.metrics; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_keys_are_snake_case_and_units_label_columns():
+    assert all(k == k.lower() and " " not in k for k in metrics.UNITS)
+    table = pd.DataFrame([{"energy_mae": 1.0, "force_rmse": 0.1, "r2": 0.5}])
+    assert list(metrics.with_units(table).columns) == ["energy_mae (meV/atom)", "force_rmse (eV/Å)", "r2"]
+    assert list(table.columns) == ["energy_mae", "force_rmse", "r2"]  # a copy: the table keeps its keys
+
+
+# ------------------------------------------------------------------------------ regression
+
+
+def test_regression_metrics_known_values():
+    m = metrics.regression_metrics([0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 5.0])
+    assert m["mae"] == pytest.approx(0.5)
+    assert m["rmse"] == pytest.approx(1.0)
+    assert m["r2"] == pytest.approx(1 - 4 / 5)
+
+
+def test_barrier_metrics_and_tiers():
+    m = metrics.barrier_metrics([1.0, 1.0, 1.0, 1.0], [1.05, 1.2, 1.5, 0.5])
+    assert m["mae"] == pytest.approx((0.05 + 0.2 + 0.5 + 0.5) / 4)
+    assert (m["tier_small"], m["tier_medium"], m["tier_large"]) == (0.25, 0.25, 0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.barrier_metrics([1.0, np.nan], [1.0, 1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        metrics.barrier_metrics([], [])
+
+
+# ------------------------------------------------------------------------------ CDVAE's metrics of generated crystals
+
+
+def test_structure_validity_known_good_and_bad():
+    assert metrics.structure_validity(perovskite())
+    assert metrics.structure_validity(rocksalt())
+    # two atoms 0.3 Å apart, the second only through the periodic boundary
+    close = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.01, 0, 0], [0.95, 0, 0]])
+    assert close.distance_matrix[0, 1] == pytest.approx(0.24)
+    assert not metrics.structure_validity(close)
+    assert metrics.structure_validity(Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.0, 0, 0], [0.13, 0, 0]]))  # 0.52 Å
+    tiny = Structure(Lattice.cubic(0.4), ["Fe"], [[0, 0, 0]])  # 0.064 Å^3
+    assert not metrics.structure_validity(tiny)
+
+
+@pytest.mark.parametrize("formula,valid", [
+    ("SrTiO3", True), ("NaCl", True), ("Fe2O3", True), ("BaZrO3", True), ("LaAlO3", True),
+    ("Fe", True), ("CuZn", True),           # one element; only metals (an alloy)
+    ("NaCl2", False), ("CaF3", False), ("LiF2", False), ("KO3F", False), ("O3F", False),
+])
+def test_composition_validity_known_cases(formula, valid):
+    assert metrics.composition_validity(formula) is valid
+
+
+def test_composition_validity_pauling_test_matters():
+    # NaSe balances only as Na(-1) Se(+1): the cation would be more electronegative than the anion
+    assert metrics.composition_validity("NaSe", use_pauling_test=False)
+    assert not metrics.composition_validity("NaSe")
+    assert metrics.composition_validity("Na2Se")
+
+
+def test_composition_validity_agrees_with_smact():
+    from smact.screening import smact_validity
+
+    rng = np.random.default_rng(0)
+    pool = ["Li", "Na", "K", "Sr", "Ba", "Ti", "Zr", "Fe", "Co", "Ni", "Cu", "Zn", "Al", "Ga", "Sn",
+            "Pb", "La", "O", "N", "F", "S", "Cl", "Se", "Bi", "Sb"]
+    n_checked = 0
+    for _ in range(150):
+        els = rng.choice(pool, size=rng.integers(2, 4), replace=False)
+        comp = Composition({e: int(rng.integers(1, 4)) for e in els})
+        ours = metrics.composition_validity(comp)
+        theirs = smact_validity(comp, oxidation_states_set="smact14")
+        assert ours == theirs, comp
+        n_checked += 1
+    assert n_checked == 150
+
+
+def test_coverage_counts_nearest_neighbours_and_failed_fingerprints():
+    ref_s = [np.array([0.0, 0.0]), np.array([1.0, 0.0])]
+    ref_c = [np.array([0.0]), np.array([0.0])]
+    gen_s = [np.array([0.05, 0.0]), np.array([5.0, 5.0]), None]
+    gen_c = [np.array([1.0]), np.array([9.0]), np.array([0.0])]
+    out = metrics.coverage(gen_s, gen_c, ref_s, ref_c, struc_cutoff=0.2, comp_cutoff=4.0)
+    assert out["cov_recall"] == pytest.approx(0.5)       # only the first reference is covered
+    assert out["cov_precision"] == pytest.approx(1 / 3)  # the failed one counts in the denominator
+    # the composition cutoff matters too (as in CDVAE, the nearest structure and the nearest
+    # composition are looked up independently)
+    out = metrics.coverage(gen_s, gen_c, ref_s, ref_c, struc_cutoff=0.2, comp_cutoff=0.5)
+    assert out["cov_recall"] == 0 and out["cov_precision"] == 0
+
+
+def test_fingerprints_and_scaler_shapes():
+    fp = metrics.structure_fingerprint(perovskite())
+    assert fp.shape == (61,) and np.isfinite(fp).all()
+    # the same structure, supercell and shifted: same fingerprint
+    s2 = perovskite().make_supercell([2, 1, 1], in_place=False)
+    s2.translate_sites(range(len(s2)), [0.1, 0.2, 0.3])
+    np.testing.assert_allclose(metrics.structure_fingerprint(s2), fp, atol=1e-8)
+    c = metrics.composition_fingerprint(Composition("SrTiO3"))
+    assert c.shape == (132,)
+    mean, std = metrics.cdvae_comp_scaler()
+    assert mean.shape == std.shape == (132,) and (std > 0).all()
+    scaled = metrics.scale_composition_fingerprints([c, np.full(132, np.nan)])
+    np.testing.assert_allclose(scaled[0], (c - mean) / std)
+    assert (scaled[1] == 0).all()
+
+
+def test_generation_metrics_perfect_copy_scores_full_coverage_and_zero_distance():
+    ref = [perovskite(), perovskite(4.0, ("Ba", "Zr", "O", "O", "O")), rocksalt()]
+    bad = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.0, 0, 0], [0.02, 0, 0]])
+    out = metrics.generation_metrics(ref + [bad], ref, progress=False)
+    assert out["struct_valid"] == pytest.approx(0.75) and out["comp_valid"] == 1.0
+    assert out["cov_recall"] == 1.0
+    assert out["cov_precision"] == pytest.approx(0.75)  # the overlapping pair matches no reference
+    assert out["wdist_density"] == pytest.approx(0.0, abs=1e-12)
+    assert out["wdist_num_elems"] == pytest.approx(0.0, abs=1e-12)
+    assert list(out["per_structure"]["struct_valid"]) == [True, True, True, False]
