@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-N_IMAGES = 5  # ion sites at the start of every band
+from .data import N_IMAGES  # ion sites at the start of every band
 TIERS = (0.1, 0.3)  # eV: the accuracy tiers of Devi et al. (|error| <= 0.1, 0.1-0.3, > 0.3 eV)
 
 
