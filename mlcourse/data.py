@@ -529,9 +529,29 @@ def transfer_file(prop: str, split: str = "ft", size: int = 800, trial: int = 1)
     raise ValueError(f"split must be 'ft', 'pt' or 'test', not {split!r}")
 
 
+# Inverse of the min-max scaling of the transfer-learning targets, y = (t + 1)/2 (y_max - y_min) + y_min
+# (../shared/data/README.md, section 2): (y_min, y_max, unit). dc and pz: constants unknown, so errors stay
+# in scaled units.
+PROPERTY_SCALES = {
+    "bg": (0.0, 9.7212, "eV"),
+    "fe": (-4.612092007715515, 2.4995497873022234, "eV/atom"),
+    "gv": (0.0, 2.718501688867274, "log10(GPa)"),
+    "ph": (59.585774323706815, 3643.743437099969, "cm^-1"),
+    "ebg": (0.0, 11.7, "eV"),  # inferred, not documented upstream
+}
+
+
+def to_physical(prop: str, scaled) -> np.ndarray:
+    """Scaled targets in [-1, 1] of property ``prop`` back in physical units (see PROPERTY_SCALES)."""
+    if prop not in PROPERTY_SCALES:
+        raise KeyError(f"no inverse scaling known for {prop!r}; known: {', '.join(PROPERTY_SCALES)}")
+    lo, hi, _ = PROPERTY_SCALES[prop]
+    return (np.asarray(scaled, dtype=float) + 1.0) / 2.0 * (hi - lo) + lo
+
+
 def load_transfer_learning(prop: str, split: str = "ft", size: int = 800, trial: int = 1) -> pd.DataFrame:
     """One transfer-learning set as a DataFrame: ``jid``, ``target`` (min-max scaled to [-1, 1],
-    dimensionless; see ``mlcourse.gnn.PROPERTY_SCALES`` for the inverse) and ``structure`` (pymatgen).
+    dimensionless; :func:`to_physical` and :data:`PROPERTY_SCALES` give the inverse) and ``structure`` (pymatgen).
 
     Arguments as in :func:`transfer_file`. Raises ValueError naming the jid of a NaN target or a
     malformed structure.
@@ -595,6 +615,7 @@ def jarvis_structure(atoms: dict | str, entry: object = None):
 MIGRATION_DIR = "migration_barriers/predicting-migration-barriers"
 _MIGRATION_FILES = {"train": "DATA_FILES/MODEL-3-4/RAW/RAW-Em-5-images-TRAIN.json",
                     "test": "DATA_FILES/MODEL-3-4/RAW/RAW-Em-5-images-TEST.json"}
+N_IMAGES = 5  # ion sites at the start of every band (the files' "5-images"); the host follows
 
 
 def host_name(sys_name: str) -> str:
@@ -608,9 +629,9 @@ def load_migration_barriers(split: str = "train") -> pd.DataFrame:
 
     ``split`` is ``train`` (559 pathways) or ``test`` (60). Columns: ``sys_name``, ``host``, ``ion``,
     ``class``, ``formula``, ``target`` (Em, eV) and ``band``: the host supercell with the mobile ion at
-    5 points of the straight line from the initial to the final site (sites 0–4; the host from site 5).
-    ValueError naming the pathway for a malformed structure, a NaN barrier or a band whose first five
-    sites are not one element.
+    :data:`N_IMAGES` = 5 points of the straight line from the initial to the final site (sites 0–4; the
+    host from site 5). ValueError naming the pathway for a malformed structure, a NaN barrier or a band
+    whose first five sites are not one element.
     """
     if split not in _MIGRATION_FILES:
         raise ValueError(f"migration-barrier split must be 'train' or 'test', not {split!r}")
@@ -619,9 +640,10 @@ def load_migration_barriers(split: str = "train") -> pd.DataFrame:
     rows = []
     for e in entries:
         band = jarvis_structure(e["atoms"], e.get("sys_name"))
-        ions = {band[i].specie.symbol for i in range(5)}
-        if len(band) < 6 or len(ions) != 1:
-            raise ValueError(f"pathway {e['sys_name']!r}: sites 0-4 must be the one mobile ion, got {sorted(ions)}")
+        ions = {band[i].specie.symbol for i in range(N_IMAGES)}
+        if len(band) <= N_IMAGES or len(ions) != 1:
+            raise ValueError(f"pathway {e['sys_name']!r}: sites 0-{N_IMAGES - 1} must be the one mobile ion, "
+                             f"got {sorted(ions)}")
         rows.append({"sys_name": e["sys_name"], "host": host_name(e["sys_name"]), "ion": ions.pop(),
                      "class": e["class"], "formula": e["formula"], "target": e["target"], "band": band})
     frame = pd.DataFrame(rows)

@@ -348,17 +348,18 @@ def finetune_chgnet(train_frames: list, val_frames: list, epochs: int = 3, batch
     from chgnet.trainer import Trainer
 
     random.seed(seed)
-    torch.manual_seed(seed)
-    model = pretrained_chgnet()
-    with contextlib.redirect_stdout(io.StringIO()):
-        train_loader = get_loader(chgnet_dataset(train_frames), batch_size=batch_size, pin_memory=False)
-        val_loader = get_loader(chgnet_dataset(val_frames), batch_size=batch_size, pin_memory=False)
-        trainer = Trainer(model, targets="efs", optimizer="Adam", scheduler="CosLR", criterion="MSE",
-                          epochs=epochs, learning_rate=learning_rate, use_device="cpu", print_freq=10**6,
-                          torch_seed=seed, data_seed=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trainer.train(train_loader, val_loader, save_dir="", train_composition_model=train_composition_model)
+    with torch.random.fork_rng(devices=[]):  # torch's global random state is put back afterwards
+        torch.manual_seed(seed)
+        model = pretrained_chgnet()
+        with contextlib.redirect_stdout(io.StringIO()):
+            train_loader = get_loader(chgnet_dataset(train_frames), batch_size=batch_size, pin_memory=False)
+            val_loader = get_loader(chgnet_dataset(val_frames), batch_size=batch_size, pin_memory=False)
+            trainer = Trainer(model, targets="efs", optimizer="Adam", scheduler="CosLR", criterion="MSE",
+                              epochs=epochs, learning_rate=learning_rate, use_device="cpu", print_freq=10**6,
+                              torch_seed=seed, data_seed=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trainer.train(train_loader, val_loader, save_dir="", train_composition_model=train_composition_model)
     model = trainer.model
     model.eval()
     return model, {k: dict(v) for k, v in trainer.training_history.items()}

@@ -234,9 +234,10 @@ class CrystalDiffusion:
     history: list[float] = field(default_factory=list)
 
     def __post_init__(self):
-        torch.manual_seed(self.seed)
-        self.schedule = Schedule(T=self.T)
-        self.net = PeriodicDenoiser(len(self.elements), self.hidden, self.n_layers)
+        with torch.random.fork_rng(devices=[]):  # weights from self.seed; torch's global random state stays as it was
+            torch.manual_seed(self.seed)
+            self.schedule = Schedule(T=self.T)
+            self.net = PeriodicDenoiser(len(self.elements), self.hidden, self.n_layers)
 
     # ---------------------------------------------------------------- conversion: structures <-> tensors
     @classmethod

@@ -15,6 +15,9 @@ on one property, or on several at once with one output head per property and the
 (multi-property pre-training, MPT); then :func:`fine_tune` with one of :data:`STRATEGIES`.
 :func:`with_readout` moves a pre-trained network to another input design (:data:`READOUTS`: attention
 pooling, or a pair of structures from :func:`pair_graph` such as the two end points of an ion hop).
+
+The model owns the graph's cutoff and neighbour count (``CGCNN.config["cutoff"]``, ``["max_neighbors"]``,
+defaults :data:`CUTOFF` and :data:`MAX_NEIGHBORS`); the graph builders read them from the model they are given.
 """
 
 from __future__ import annotations
@@ -37,32 +40,17 @@ from torch_geometric.nn import CGConv, global_mean_pool
 from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.utils import scatter, softmax
 
-# Inverse of the min-max scaling of the transfer-learning targets, y = (t + 1)/2 (y_max - y_min) + y_min
-# (../shared/data/README.md, section 2). dc and pz: constants unknown, so errors stay in scaled units.
-PROPERTY_SCALES = {
-    "bg": (0.0, 9.7212, "eV"),
-    "fe": (-4.612092007715515, 2.4995497873022234, "eV/atom"),
-    "gv": (0.0, 2.718501688867274, "log10(GPa)"),
-    "ph": (59.585774323706815, 3643.743437099969, "cm^-1"),
-    "ebg": (0.0, 11.7, "eV"),  # inferred, not documented upstream
-}
 STRATEGIES = ("all", "new_head", "last_layer", "conv")
-# How atom vectors become one crystal vector: mean pooling; attention pooling (softmax-weighted mean with
-# learned weights); "pair": a graph of two structures (e.g. the initial and final state of a hop, see
-# pair_graph), each mean-pooled, their vectors concatenated; "pair_difference": the same plus their difference.
-READOUTS = ("mean", "attention", "pair", "pair_difference")
+CUTOFF = 8.0  # Å: default neighbour cutoff of a CGCNN's graphs (and the range of its Gaussian distance expansion)
+MAX_NEIGHBORS = 12  # default number of nearest neighbours each atom receives an edge from
 # Two sites closer than this (Å) are one atom twice (a 0 Å edge), see structure_to_graph. Far below any bond
 # (H2: 0.74 Å): lesson 07's bands put the ion's images as close as 0.26 Å to host atoms on purpose, and its
 # NASICON hosts have atoms 0.014 Å apart in the published data.
 MIN_DISTANCE = 0.01
 
 
-def to_physical(prop: str, scaled) -> np.ndarray:
-    """Scaled targets in [-1, 1] of property ``prop`` back in physical units (see PROPERTY_SCALES)."""
-    if prop not in PROPERTY_SCALES:
-        raise KeyError(f"no inverse scaling known for {prop!r}; known: {', '.join(PROPERTY_SCALES)}")
-    lo, hi, _ = PROPERTY_SCALES[prop]
-    return (np.asarray(scaled, dtype=float) + 1.0) / 2.0 * (hi - lo) + lo
+class IsolatedAtomError(ValueError):
+    """An atom of a structure has no neighbour within the graph cutoff (see :func:`structure_to_graph`)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -95,17 +83,26 @@ def _as_structure(obj, entry):
     raise TypeError(f"entry {entry!r}: expected a pymatgen Structure, ASE Atoms or JARVIS dict, got {type(obj).__name__}")
 
 
-def structure_to_graph(structure, target=None, cutoff: float = 8.0, max_neighbors: int = 12,
-                       entry: object = None) -> Data:
-    """Periodic crystal graph: atoms are nodes (``z``, atomic numbers), each atom receives edges from its
-    ``max_neighbors`` nearest neighbours within ``cutoff`` (Å, periodic images included); ``edge_dist``
-    holds their distances (Å). ``y`` is the target as a (1, n_tasks) float tensor (NaN = missing).
+def graph_settings(model: CGCNN | None = None) -> tuple[float, int]:
+    """(cutoff in Å, max_neighbors) of the graphs ``model`` reads; without a model those of ``CGCNN()``."""
+    if model is None:
+        return CUTOFF, MAX_NEIGHBORS
+    return model.config["cutoff"], model.config["max_neighbors"]
 
-    Raises ValueError naming ``entry`` and the site when an atom has no neighbour within the cutoff, the
-    two sites when atoms overlap (closer than :data:`MIN_DISTANCE`), or the site of a disordered structure.
+
+def structure_to_graph(structure, target=None, model: CGCNN | None = None, entry: object = None) -> Data:
+    """Periodic crystal graph for ``model`` (see :func:`graph_settings`): atoms are nodes (``z``, atomic
+    numbers), each atom receives edges from its ``max_neighbors`` nearest neighbours within ``cutoff`` (Å,
+    periodic images included); ``edge_dist`` holds their distances (Å). ``y`` is the target as a
+    (1, n_tasks) float tensor (NaN = missing).
+
+    Raises :class:`IsolatedAtomError` naming ``entry`` and the site when an atom has no neighbour within the
+    cutoff; ValueError naming the two sites when atoms overlap (closer than :data:`MIN_DISTANCE`), or the
+    site of a disordered structure.
     """
     from .data import check_ordered
 
+    cutoff, max_neighbors = graph_settings(model)
     s = check_ordered(_as_structure(structure, entry), entry)
     if len(s) == 0:
         raise ValueError(f"entry {entry!r}: structure has no atoms")
@@ -121,8 +118,8 @@ def structure_to_graph(structure, target=None, cutoff: float = 8.0, max_neighbor
     counts = np.bincount(center, minlength=len(s))
     if (counts == 0).any():
         i = int(np.flatnonzero(counts == 0)[0])
-        raise ValueError(f"entry {entry!r}: site {i} ({s[i].species_string}) has no neighbour within the "
-                         f"cutoff of {cutoff} Å; increase the cutoff or check the structure")
+        raise IsolatedAtomError(f"entry {entry!r}: site {i} ({s[i].species_string}) has no neighbour within the "
+                                f"cutoff of {cutoff} Å; increase the cutoff or check the structure")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.arange(len(center)) - np.repeat(starts, counts)
     keep = rank < max_neighbors
@@ -133,19 +130,19 @@ def structure_to_graph(structure, target=None, cutoff: float = 8.0, max_neighbor
                 edge_dist=torch.as_tensor(dist[keep], dtype=torch.float32), y=y, num_nodes=len(s))
 
 
-def build_dataset(structures: Sequence, targets, cutoff: float = 8.0, max_neighbors: int = 12,
-                  ids: Sequence | None = None, allow_missing: bool = False, skip_isolated: bool = False,
-                  progress: bool = False) -> list[Data]:
-    """Crystal graphs of (structure, target) pairs, ready for :func:`train_from_scratch`.
+def build_dataset(structures: Sequence, targets, model: CGCNN | None = None, ids: Sequence | None = None,
+                  allow_missing: bool = False, skip_isolated: bool = False, progress: bool = False) -> list[Data]:
+    """Crystal graphs of (structure, target) pairs for ``model`` (its cutoff and neighbour count, see
+    :func:`graph_settings`), ready for :func:`train_from_scratch`.
 
     ``structures``: pymatgen Structures, ASE Atoms or JARVIS dicts. ``targets``: shape (n,) or
-    (n, n_tasks), any unit (the model learns in that unit). ``cutoff`` in Å. ``ids`` name the entries
+    (n, n_tasks), any unit (the model learns in that unit). ``ids`` name the entries
     in error messages (default: their positions), one per structure. NaN or infinite targets raise
     ValueError naming the entry (:func:`mlcourse.data.check_targets`), NaN unless ``allow_missing``
     (multi-property data, where NaN marks a missing property; a row with no property at all still raises).
 
-    A structure with an atom that has no neighbour within ``cutoff`` raises ValueError naming it;
-    with ``skip_isolated=True`` such structures are left out with a warning that names each one.
+    A structure with an atom that has no neighbour within the cutoff raises :class:`IsolatedAtomError`
+    naming it; with ``skip_isolated=True`` such structures are left out with a warning that names each one.
     Every graph carries ``entry`` (its id) so that results can be joined back.
     """
     import pandas as pd
@@ -171,9 +168,9 @@ def build_dataset(structures: Sequence, targets, cutoff: float = 8.0, max_neighb
     graphs, skipped = [], []
     for i, s, t in it:
         try:
-            g = structure_to_graph(s, t, cutoff, max_neighbors, entry=i)
-        except ValueError as exc:
-            if not (skip_isolated and "no neighbour within" in str(exc)):
+            g = structure_to_graph(s, t, model, entry=i)
+        except IsolatedAtomError:
+            if not skip_isolated:
                 raise
             skipped.append(str(i))
             continue
@@ -181,18 +178,17 @@ def build_dataset(structures: Sequence, targets, cutoff: float = 8.0, max_neighb
         graphs.append(g)
     if skipped:
         warnings.warn(f"left out {len(skipped)} structure(s) with an atom that has no neighbour within "
-                      f"{cutoff} Å: {', '.join(skipped)}", stacklevel=2)
+                      f"{graph_settings(model)[0]} Å: {', '.join(skipped)}", stacklevel=2)
     if not graphs:
         raise ValueError("no structure left after leaving out isolated atoms")
     return graphs
 
 
-def pair_graph(first, second, target=None, cutoff: float = 8.0, max_neighbors: int = 12,
-               entry: object = None) -> Data:
-    """Two structures in one graph (no edges between them), for the ``pair`` readouts: the nodes of
-    ``first`` then those of ``second``, with ``part`` = 0 or 1 marking which one a node belongs to."""
-    a = structure_to_graph(first, target, cutoff, max_neighbors, entry)
-    b = structure_to_graph(second, target, cutoff, max_neighbors, entry)
+def pair_graph(first, second, target=None, model: CGCNN | None = None, entry: object = None) -> Data:
+    """Two structures in one graph for ``model`` (no edges between them), for the ``pair`` readouts: the
+    nodes of ``first`` then those of ``second``, with ``part`` = 0 or 1 marking which one a node belongs to."""
+    a = structure_to_graph(first, target, model, entry)
+    b = structure_to_graph(second, target, model, entry)
     g = Data(z=torch.cat([a.z, b.z]), edge_index=torch.cat([a.edge_index, b.edge_index + a.num_nodes], dim=1),
              edge_dist=torch.cat([a.edge_dist, b.edge_dist]), y=a.y, num_nodes=a.num_nodes + b.num_nodes,
              part=torch.cat([torch.zeros(a.num_nodes, dtype=torch.long), torch.ones(b.num_nodes, dtype=torch.long)]))
@@ -241,29 +237,82 @@ class FactorisedCGConv(CGConv):
         return out + x
 
 
+class Readout:
+    """Mean pooling: the crystal vector is the mean of the atom vectors, then the hidden layer."""
+
+    parts = 1  # pooled vectors per crystal: the head reads parts × fc_hidden numbers
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def gate(self, hidden: int) -> nn.Module | None:
+        """The learned module this pooling needs (a CGCNN keeps it as ``attention``), or None."""
+        return None
+
+    def pool(self, model: CGCNN, x: torch.Tensor, index: torch.Tensor, batch) -> torch.Tensor:
+        """Crystal vectors (n_graphs, parts × fc_hidden) from atom vectors ``x`` of graphs ``index``."""
+        return model._dense(global_mean_pool(x, index, size=batch.num_graphs))
+
+
+class AttentionReadout(Readout):
+    """Attention pooling: a softmax-weighted mean of the atom vectors, weights from a learned gate."""
+
+    def gate(self, hidden: int) -> nn.Module:
+        return AttentionalAggregation(nn.Linear(hidden, 1))
+
+    def pool(self, model: CGCNN, x: torch.Tensor, index: torch.Tensor, batch) -> torch.Tensor:
+        return model._dense(model.attention(x, index, dim_size=batch.num_graphs))
+
+
+class PairReadout(Readout):
+    """A graph of two structures (:func:`pair_graph`, e.g. the initial and final state of a hop): each
+    mean-pooled, their vectors concatenated, with ``difference`` also the second minus the first."""
+
+    def __init__(self, name: str, difference: bool):
+        super().__init__(name)
+        self.difference = difference
+        self.parts = 3 if difference else 2
+
+    def pool(self, model: CGCNN, x: torch.Tensor, index: torch.Tensor, batch) -> torch.Tensor:
+        if getattr(batch, "part", None) is None:
+            raise ValueError(f"readout {self.name!r} needs pair graphs (gnn.pair_graph), got graphs without 'part'")
+        n = batch.num_graphs
+        h = model._dense(global_mean_pool(x, 2 * index + batch.part, size=2 * n)).view(n, 2, -1)
+        parts = [h[:, 0], h[:, 1]] + ([h[:, 1] - h[:, 0]] if self.difference else [])
+        return torch.cat(parts, dim=-1)
+
+
+# How atom vectors become one crystal vector, by name (CGCNN's ``readout``, :func:`with_readout`).
+READOUTS = {r.name: r for r in (Readout("mean"), AttentionReadout("attention"), PairReadout("pair", difference=False),
+                                PairReadout("pair_difference", difference=True))}
+
+
 class CGCNN(nn.Module):
     """CGCNN: atom embedding, ``n_conv`` CGConv layers (gated, batch-normalised, softplus), pooling
-    (``readout``, one of :data:`READOUTS`), a hidden layer and a linear head with one output per task.
+    (``readout``, a name in :data:`READOUTS`), a hidden layer and a linear head with one output per task.
 
-    Distances are expanded in ``n_gaussians`` Gaussians on [0, cutoff] Å. Outputs are normalised;
-    ``y_mean``/``y_std`` (buffers, target units) turn them back into targets (see :func:`predict`).
+    It reads graphs with edges to the ``max_neighbors`` nearest atoms within ``cutoff`` (Å; the graph
+    builders take both from the model), whose distances it expands in ``n_gaussians`` Gaussians on
+    [0, cutoff] Å. Outputs are normalised; ``y_mean``/``y_std`` (buffers, target units) turn them back
+    into targets (see :func:`predict`).
     """
 
     def __init__(self, n_tasks: int = 1, hidden: int = 64, n_conv: int = 3, fc_hidden: int = 128,
-                 cutoff: float = 8.0, n_gaussians: int = 40, max_z: int = 100, tasks: Sequence[str] | None = None,
-                 readout: str = "mean"):
+                 cutoff: float = CUTOFF, max_neighbors: int = MAX_NEIGHBORS, n_gaussians: int = 40, max_z: int = 100,
+                 tasks: Sequence[str] | None = None, readout: str = "mean"):
         super().__init__()
         if readout not in READOUTS:
-            raise ValueError(f"unknown readout {readout!r}; choose one of {READOUTS}")
+            raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
         self.config = dict(n_tasks=n_tasks, hidden=hidden, n_conv=n_conv, fc_hidden=fc_hidden, cutoff=cutoff,
-                           n_gaussians=n_gaussians, max_z=max_z,
+                           max_neighbors=max_neighbors, n_gaussians=n_gaussians, max_z=max_z,
                            tasks=list(tasks) if tasks is not None else [f"task{i}" for i in range(n_tasks)],
                            readout=readout)
+        self.pooling = READOUTS[readout]
         self.embedding = nn.Embedding(max_z + 1, hidden)
         self.register_buffer("centers", torch.linspace(0.0, cutoff, n_gaussians))
         self.width = cutoff / (n_gaussians - 1)
         self.convs = nn.ModuleList(FactorisedCGConv(hidden, dim=n_gaussians, aggr="add", batch_norm=True) for _ in range(n_conv))
-        self.attention = AttentionalAggregation(nn.Linear(hidden, 1)) if readout == "attention" else None
+        self.attention = self.pooling.gate(hidden)
         self.fc = nn.Linear(hidden, fc_hidden)
         self.head = nn.Linear(self.head_inputs, n_tasks)
         self.register_buffer("y_mean", torch.zeros(n_tasks))
@@ -276,7 +325,7 @@ class CGCNN(nn.Module):
     @property
     def head_inputs(self) -> int:
         """Length of the crystal vector the head reads: fc_hidden per pooled part (3 for pair_difference)."""
-        return self.config["fc_hidden"] * {"pair": 2, "pair_difference": 3}.get(self.config["readout"], 1)
+        return self.config["fc_hidden"] * self.pooling.parts
 
     def expand(self, dist: torch.Tensor) -> torch.Tensor:
         """Gaussian expansion of distances (Å) -> (n_edges, n_gaussians)."""
@@ -296,16 +345,7 @@ class CGCNN(nn.Module):
         """Crystal feature vectors (n_graphs, head_inputs) before the head."""
         x = self.atom_features(batch)
         index = batch.batch if batch.batch is not None else torch.zeros(x.size(0), dtype=torch.long)
-        readout, n = self.config["readout"], batch.num_graphs
-        if readout == "attention":
-            return self._dense(self.attention(x, index, dim_size=n))
-        if readout == "mean":
-            return self._dense(global_mean_pool(x, index, size=n))
-        if getattr(batch, "part", None) is None:
-            raise ValueError(f"readout {readout!r} needs pair graphs (gnn.pair_graph), got graphs without 'part'")
-        h = self._dense(global_mean_pool(x, 2 * index + batch.part, size=2 * n)).view(n, 2, -1)
-        parts = [h[:, 0], h[:, 1]] + ([h[:, 1] - h[:, 0]] if readout == "pair_difference" else [])
-        return torch.cat(parts, dim=-1)
+        return self.pooling.pool(self, x, index, batch)
 
     def _dense(self, pooled: torch.Tensor) -> torch.Tensor:
         return F.softplus(self.fc(F.softplus(pooled)))
@@ -323,11 +363,18 @@ class CGCNN(nn.Module):
         self.y_std = torch.ones(n_tasks)
 
 
+def seeded_model(seed: int, **kwargs) -> CGCNN:
+    """``CGCNN(**kwargs)`` with weights drawn from ``seed``; torch's global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CGCNN(**kwargs)
+
+
 def with_readout(pretrained: CGCNN, readout: str, n_tasks: int = 1, seed: int = 0) -> CGCNN:
-    """A new CGCNN with another readout that starts from ``pretrained``'s embedding, convolutions and
-    hidden layer; the head (and the attention gate) are freshly initialised from ``seed``. Fine-tune it next."""
-    torch.manual_seed(seed)
-    model = CGCNN(**{**pretrained.config, "readout": readout, "n_tasks": n_tasks, "tasks": None})
+    """A new CGCNN with another readout (a name in :data:`READOUTS`) that starts from ``pretrained``'s
+    embedding, convolutions and hidden layer; the head (and the attention gate) are freshly initialised
+    from ``seed``. Fine-tune it next."""
+    model = seeded_model(seed, **{**pretrained.config, "readout": readout, "n_tasks": n_tasks, "tasks": None})
     shared = {k: v for k, v in pretrained.state_dict().items() if k.split(".")[0] in ("embedding", "convs", "fc")}
     model.load_state_dict(shared, strict=False)
     return model
@@ -336,7 +383,7 @@ def with_readout(pretrained: CGCNN, readout: str, n_tasks: int = 1, seed: int = 
 def attention_weights(model: CGCNN, graph: Data) -> np.ndarray:
     """Attention pooling weights (summing to 1) of every atom of one graph, for a model with
     ``readout="attention"``: which atoms the crystal vector is made of."""
-    if model.config["readout"] != "attention":
+    if model.attention is None:
         raise ValueError(f"the model pools with {model.config['readout']!r}, not attention")
     model.eval()
     with torch.no_grad():
@@ -487,8 +534,7 @@ def train_from_scratch(dataset: Sequence[Data], val_fraction: float = 0.1, seed:
     Predictions come out in the targets' unit.
     """
     train, val = split_dataset(dataset, val_fraction, seed)
-    seed_everything(seed)
-    model = CGCNN(n_tasks=train[0].y.shape[-1], **(model_kwargs or {}))
+    model = seeded_model(seed, n_tasks=train[0].y.shape[-1], **(model_kwargs or {}))
     return model, fit(model, train, val, seed=seed, **fit_kwargs)
 
 
@@ -520,8 +566,7 @@ def pretrain(datasets: Sequence[Data] | dict[str, Sequence[Data]], val_fraction:
     else:
         merged, tasks = list(datasets), None
     train, val = split_dataset(merged, val_fraction, seed)
-    seed_everything(seed)
-    model = CGCNN(n_tasks=train[0].y.shape[-1], tasks=tasks, **(model_kwargs or {}))
+    model = seeded_model(seed, n_tasks=train[0].y.shape[-1], tasks=tasks, **(model_kwargs or {}))
     return model, fit(model, train, val, seed=seed, **fit_kwargs)
 
 
@@ -535,14 +580,16 @@ def prepare_fine_tune(pretrained: CGCNN, strategy: str = "all", n_tasks: int = 1
     - ``"conv"``: only the selected interaction (convolution) layers ``conv_layers`` (default: the
       last one) plus the layers after pooling trainable; embedding and other convolutions frozen.
 
-    A multi-property model (or any head of the wrong size) always gets a new head.
+    A multi-property model (or any head of the wrong size) always gets a new head, drawn from ``seed``
+    (torch's global random state is left as it was).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown fine-tuning strategy {strategy!r}; choose one of {STRATEGIES}")
     model = copy.deepcopy(pretrained)
-    torch.manual_seed(seed)
     if strategy == "new_head" or model.config["n_tasks"] != n_tasks:
-        model.replace_head(n_tasks)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model.replace_head(n_tasks)
     for p in model.parameters():
         p.requires_grad = strategy in ("all", "new_head")
     if strategy == "last_layer":
@@ -591,9 +638,10 @@ def predict(model: CGCNN, dataset: Sequence[Data], batch_size: int = 256) -> np.
 def evaluate(model: CGCNN, dataset: Sequence[Data], task: int = 0, prop: str | None = None) -> dict:
     """MAE, RMSE (targets' unit), R² and n on ``dataset`` for output ``task``.
 
-    With ``prop`` in :data:`PROPERTY_SCALES` (scaled transfer-learning targets), also ``mae_phys``
-    and ``rmse_phys`` in physical units and ``unit``.
+    With ``prop`` in :data:`mlcourse.data.PROPERTY_SCALES` (scaled transfer-learning targets), also
+    ``mae_phys`` and ``rmse_phys`` in physical units and ``unit``.
     """
+    from .data import PROPERTY_SCALES
     from .metrics import regression_metrics
 
     pred = predict(model, dataset)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-N_IMAGES = 5  # ion sites at the start of every band
+from .data import N_IMAGES  # ion sites at the start of every band
 
 
 def endpoints(band):

@@ -17,6 +17,7 @@ import copy
 import io
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -178,8 +179,9 @@ def train_mtp(frames: list, level: int = 8, max_dist: float = 5.0, radial_basis_
 # Equivariant message-passing potentials: MACE and NequIP models, one small training loop
 # --------------------------------------------------------------------------------------------
 # The libraries build the models and their ASE calculators; the loss and the loop are written
-# here in plain PyTorch so that the lesson can show them. Stresses everywhere follow ASE:
-# Voigt order, eV/Å³, positive = tensile, σ = (1/V) ∂E/∂ε.
+# here in plain PyTorch so that the lesson can show them; BACKENDS holds what differs between the
+# libraries. Both compute in float64 (see float64). Stresses everywhere follow ASE: Voigt order, eV/Å³,
+# positive = tensile, σ = (1/V) ∂E/∂ε.
 
 
 def reference_energies(frames: list) -> dict[str, float]:
@@ -200,13 +202,31 @@ def _avg_num_neighbors(frames: list, r_max: float) -> float:
     return float(np.mean([len(neighbor_list("i", a, r_max)) / len(a) for a in frames]))
 
 
+@contextlib.contextmanager
+def float64() -> Iterator[None]:
+    """torch's default dtype is float64 inside the block, and what it was before after it.
+
+    MACE and NequIP models compute in float64: build, train and use them (their graphs and their ASE
+    calculators create tensors of the default dtype) where it is float64.
+    """
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def mace_model(frames: list, r_max: float = 5.0, channels: int = 16, max_L: int = 0,
                num_interactions: int = 2, correlation: int = 2, seed: int = 0):
-    """An untrained MACE model (mace-torch) for the elements of ``frames``, float64.
+    """An untrained MACE model (mace-torch) for the elements of ``frames``, float64, weights from ``seed``.
 
     ``r_max`` is the cutoff (Å); each atom sees ``num_interactions`` × r_max through message
     passing. ``channels`` and ``max_L`` set the hidden features ``channels × 0e (+ 1o + ...)``,
     ``correlation`` the body order of each message (2 = three-body). E0s from :func:`reference_energies`.
+    torch's global random state and default dtype are left as they were.
     """
     import torch
     from e3nn import o3
@@ -214,62 +234,63 @@ def mace_model(frames: list, r_max: float = 5.0, channels: int = 16, max_L: int 
     from .foundation import import_mace
 
     modules = import_mace("mace.modules")
-    torch.manual_seed(seed)
-    torch.set_default_dtype(torch.float64)
-    e0 = reference_energies(frames)
-    zs = [atomic_numbers[s] for s in e0]
-    hidden = "+".join(f"{channels}x{L}{'e' if L % 2 == 0 else 'o'}" for L in range(max_L + 1))
-    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    return modules.MACE(
-        r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=2,
-        interaction_cls=block, interaction_cls_first=block, num_interactions=num_interactions,
-        num_elements=len(zs), hidden_irreps=o3.Irreps(hidden), MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.array(list(e0.values())), avg_num_neighbors=_avg_num_neighbors(frames, r_max),
-        atomic_numbers=zs, correlation=correlation, gate=torch.nn.functional.silu,
-    )
+    with torch.random.fork_rng(devices=[]), float64():
+        torch.manual_seed(seed)
+        e0 = reference_energies(frames)
+        zs = [atomic_numbers[s] for s in e0]
+        hidden = "+".join(f"{channels}x{L}{'e' if L % 2 == 0 else 'o'}" for L in range(max_L + 1))
+        block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+        return modules.MACE(
+            r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=2,
+            interaction_cls=block, interaction_cls_first=block, num_interactions=num_interactions,
+            num_elements=len(zs), hidden_irreps=o3.Irreps(hidden), MLP_irreps=o3.Irreps("16x0e"),
+            atomic_energies=np.array(list(e0.values())), avg_num_neighbors=_avg_num_neighbors(frames, r_max),
+            atomic_numbers=zs, correlation=correlation, gate=torch.nn.functional.silu,
+        )
 
 
 def nequip_model(frames: list, r_max: float = 5.0, features: int = 16, l_max: int = 1,
                  num_layers: int = 2, seed: int = 0):
-    """An untrained NequIP model (nequip 0.19) for the elements of ``frames``, float64.
+    """An untrained NequIP model (nequip 0.19) for the elements of ``frames``, float64, weights from ``seed``.
 
     ``r_max`` is the cutoff (Å), ``features`` the channels per irrep up to ``l_max``,
     ``num_layers`` the interaction layers. Per-type energy shifts from :func:`reference_energies`,
-    scales from the force RMS (eV/Å). Note: nequip sets torch's global default dtype to float64.
+    scales from the force RMS (eV/Å). The random states of torch, NumPy and Python and torch's default
+    dtype are left as they were (nequip's ``set_global_state`` seeds and sets them on its first call);
+    its other process settings (TorchScript fusion, e3nn flags) stay nequip's.
     """
+    import random
+
     import torch
     from nequip.model import NequIPGNNModel
     from nequip.utils.global_state import set_global_state
 
-    set_global_state(allow_tf32=False)  # acts only on its first call in a process, hence also:
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(seed)
-    e0 = reference_energies(frames)
-    force_rms = float(np.sqrt(np.mean(np.concatenate([a.get_forces().ravel() ** 2 for a in frames]))))
-    return NequIPGNNModel(
-        seed=seed, model_dtype="float64", type_names=list(e0), r_max=r_max, num_layers=num_layers,
-        l_max=l_max, parity=False, num_features=features, radial_mlp_depth=1, radial_mlp_width=32,
-        avg_num_neighbors=_avg_num_neighbors(frames, r_max),
-        per_type_energy_shifts=e0, per_type_energy_scales={s: force_rms for s in e0},
-    )
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]), float64():
+        set_global_state(allow_tf32=False)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+        torch.manual_seed(seed)
+        e0 = reference_energies(frames)
+        force_rms = float(np.sqrt(np.mean(np.concatenate([a.get_forces().ravel() ** 2 for a in frames]))))
+        return NequIPGNNModel(
+            seed=seed, model_dtype="float64", type_names=list(e0), r_max=r_max, num_layers=num_layers,
+            l_max=l_max, parity=False, num_features=features, radial_mlp_depth=1, radial_mlp_width=32,
+            avg_num_neighbors=_avg_num_neighbors(frames, r_max),
+            per_type_energy_shifts=e0, per_type_energy_scales={s: force_rms for s in e0},
+        )
 
 
-def _is_mace(model) -> bool:
-    mace_modules = sys.modules.get("mace.modules")  # a MACE model exists only once mace-torch is imported
-    return mace_modules is not None and isinstance(model, mace_modules.MACE)
+class MACEBackend:
+    """mace-torch: its AtomicData graphs, its forward pass and its MACECalculator."""
 
+    name = "MACE"
 
-def _nequip_transforms(model) -> list:
-    from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
+    def owns(self, model) -> bool:
+        mace_modules = sys.modules.get("mace.modules")  # a MACE model exists only once mace-torch is imported
+        return mace_modules is not None and isinstance(model, mace_modules.MACE)
 
-    meta = model.metadata
-    return [ChemicalSpeciesToAtomTypeMapper(model_type_names=meta["type_names"].split(" ")),
-            NeighborListTransform(r_max=float(meta["r_max"]))]
-
-
-def _graphs(model, frames: list) -> list:
-    """One library input graph per frame (positions, cell, neighbour list) for ``model``."""
-    if _is_mace(model):
+    def graphs(self, model, frames: list) -> list:
         from .foundation import import_mace
 
         mace_data, tools = import_mace("mace.data"), import_mace("mace.tools")
@@ -277,31 +298,91 @@ def _graphs(model, frames: list) -> list:
         configs = mace_data.config_from_atoms_list(
             [a.copy() for a in frames], key_specification=mace_data.KeySpecification.from_defaults())
         return [mace_data.AtomicData.from_config(c, z_table=z_table, cutoff=float(model.r_max)) for c in configs]
-    from nequip.data import from_ase
 
-    transforms = _nequip_transforms(model)
-    graphs = []
-    for a in frames:
-        g = from_ase(a.copy())  # the copy drops the reference calculator: inputs only
-        for t in transforms:
-            g = t(g)
-        graphs.append(g)
-    return graphs
-
-
-def _forward(model, graphs: list, training: bool):
-    """Energies (n,), forces (Σatoms, 3) and stresses (n, 3, 3) in eV, eV/Å, eV/Å³ for a batch of graphs."""
-    if _is_mace(model):
+    def forward(self, model, graphs: list, training: bool):
         from .foundation import import_mace
 
         batch = import_mace("mace.tools.torch_geometric").Batch.from_data_list(graphs)
         out = model(batch.to_dict(), training=training, compute_force=True, compute_stress=True)
         return out["energy"], out["forces"], out["stress"]
-    from nequip.data import AtomicDataDict
 
-    out = model(AtomicDataDict.batched_from_list(graphs))
-    return (out[AtomicDataDict.TOTAL_ENERGY_KEY].view(-1), out[AtomicDataDict.FORCE_KEY],
-            out[AtomicDataDict.STRESS_KEY].view(-1, 3, 3))
+    def calculator(self, model):
+        from .foundation import import_mace
+
+        with float64():  # MACECalculator sets torch's default dtype to its own: this puts the previous one back
+            return import_mace("mace.calculators").MACECalculator(models=model, device="cpu", default_dtype="float64")
+
+
+class NequIPBackend:
+    """nequip: its AtomicDataDict graphs (with its type mapper and neighbour list), forward pass and NequIPCalculator."""
+
+    name = "NequIP"
+
+    def owns(self, model) -> bool:
+        nequip_nn = sys.modules.get("nequip.nn")  # a NequIP model exists only once nequip is imported
+        return nequip_nn is not None and isinstance(model, nequip_nn.GraphModel)
+
+    def transforms(self, model) -> list:
+        from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
+
+        meta = model.metadata
+        return [ChemicalSpeciesToAtomTypeMapper(model_type_names=meta["type_names"].split(" ")),
+                NeighborListTransform(r_max=float(meta["r_max"]))]
+
+    def graphs(self, model, frames: list) -> list:
+        from nequip.data import from_ase
+
+        transforms = self.transforms(model)
+        graphs = []
+        for a in frames:
+            g = from_ase(a.copy())  # the copy drops the reference calculator: inputs only
+            for t in transforms:
+                g = t(g)
+            graphs.append(g)
+        return graphs
+
+    def forward(self, model, graphs: list, training: bool):
+        from nequip.data import AtomicDataDict
+
+        out = model(AtomicDataDict.batched_from_list(graphs))
+        return (out[AtomicDataDict.TOTAL_ENERGY_KEY].view(-1), out[AtomicDataDict.FORCE_KEY],
+                out[AtomicDataDict.STRESS_KEY].view(-1, 3, 3))
+
+    def calculator(self, model):
+        from nequip.integrations.ase import NequIPCalculator
+
+        return NequIPCalculator(model, device="cpu", transforms=self.transforms(model))
+
+
+# The libraries whose models train_potential trains and calculator wraps, by name.
+BACKENDS = {b.name: b for b in (MACEBackend(), NequIPBackend())}
+
+
+def backend(model):
+    """The entry of :data:`BACKENDS` whose library built ``model``; TypeError for any other model."""
+    for b in BACKENDS.values():
+        if b.owns(model):
+            return b
+    raise TypeError(f"{type(model).__name__} is no model of a known back-end ({', '.join(BACKENDS)}): "
+                    "build one with potentials.mace_model or potentials.nequip_model")
+
+
+def _graphs(model, frames: list) -> list:
+    """One library input graph per frame (positions, cell, neighbour list) for ``model``.
+
+    RuntimeError unless torch's default dtype is float64 (the graphs and reference tensors take it).
+    """
+    import torch
+
+    if torch.get_default_dtype() != torch.float64:
+        raise RuntimeError("MACE and NequIP models train and predict in float64: use them inside "
+                           "`with potentials.float64():` or after `torch.set_default_dtype(torch.float64)`")
+    return backend(model).graphs(model, frames)
+
+
+def _forward(model, graphs: list, training: bool):
+    """Energies (n,), forces (Σatoms, 3) and stresses (n, 3, 3) in eV, eV/Å, eV/Å³ for a batch of graphs."""
+    return backend(model).forward(model, graphs, training)
 
 
 def train_potential(model, frames: list, epochs: int = 50, lr: float = 5e-3, batch_size: int = 4,
@@ -372,15 +453,10 @@ def train_potential(model, frames: list, epochs: int = 50, lr: float = 5e-3, bat
 
 
 def calculator(model):
-    """The library's own ASE calculator for a trained MACE or NequIP model (energy, forces, stress)."""
+    """The library's own ASE calculator for a trained MACE or NequIP model (energy, forces, stress);
+    use it where float64 is torch's default dtype (:func:`float64`)."""
     model.eval()
-    if _is_mace(model):
-        from .foundation import import_mace
-
-        return import_mace("mace.calculators").MACECalculator(models=model, device="cpu", default_dtype="float64")
-    from nequip.integrations.ase import NequIPCalculator
-
-    return NequIPCalculator(model, device="cpu", transforms=_nequip_transforms(model))
+    return backend(model).calculator(model)
 
 
 def error_table(calculators: dict, frames: list) -> "pd.DataFrame":

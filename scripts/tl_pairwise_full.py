@@ -33,7 +33,7 @@ def graphs_of(df):
 
 
 def score(model, prop, test):
-    m = gnn.evaluate(model, test, prop=prop if prop in gnn.PROPERTY_SCALES else None)
+    m = gnn.evaluate(model, test, prop=prop if prop in data.PROPERTY_SCALES else None)
     return {k: m[k] for k in ("r2", "mae", "rmse")} | ({"mae_phys": m["mae_phys"], "unit": m["unit"]} if "unit" in m else {})
 
 

@@ -12,6 +12,8 @@ from torch_geometric.nn import CGConv, global_mean_pool
 from mlcourse import data, gnn
 
 torch.set_num_threads(1)
+# the tests' graphs are smaller than the default (8 Å, 12 neighbours); the builders read them from this model
+SMALL = gnn.seeded_model(0, cutoff=6.0, max_neighbors=8)
 
 
 def rocksalt(a: float, cation: str = "Na", anion: str = "Cl") -> Structure:
@@ -34,7 +36,7 @@ def tiny_set(n: int = 24, seed: int = 0):
 @pytest.fixture(scope="module")
 def graphs():
     s, y = tiny_set()
-    return gnn.build_dataset(s, y, cutoff=6.0, max_neighbors=8)
+    return gnn.build_dataset(s, y, model=SMALL)
 
 
 # ------------------------------------------------------------------ graphs
@@ -42,11 +44,34 @@ def graphs():
 
 def test_graph_has_the_nearest_neighbours_with_periodic_images():
     s = Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]])  # simple cubic, one atom: all neighbours are images
-    g = gnn.structure_to_graph(s, 1.0, cutoff=4.5, max_neighbors=12)
+    g = gnn.structure_to_graph(s, 1.0, model=gnn.CGCNN(cutoff=4.5, max_neighbors=12))
     d = np.sort(g.edge_dist.numpy())
     assert g.num_nodes == 1 and g.num_edges == 12
     assert np.allclose(d[:6], 3.0) and np.allclose(d[6:], 3.0 * math.sqrt(2))  # 6 at a, then 6 of the 12 at a√2
     assert (g.edge_index == 0).all() and g.z.tolist() == [29] and g.y.shape == (1, 1)
+
+
+def test_graph_builders_read_the_cutoff_and_neighbour_count_of_the_model():
+    s = Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]])  # neighbours: 6 at 3 Å, 12 at 4.24 Å, 8 at 5.20 Å
+    assert gnn.structure_to_graph(s, model=gnn.CGCNN(cutoff=4.0, max_neighbors=12)).num_edges == 6
+    assert gnn.structure_to_graph(s, model=gnn.CGCNN(cutoff=6.0, max_neighbors=9)).num_edges == 9
+    short = gnn.CGCNN(cutoff=3.5, max_neighbors=12)
+    [g] = gnn.build_dataset([s], [1.0], model=short)
+    pair = gnn.pair_graph(s, s, 1.0, model=short)
+    assert g.num_edges == 6 and pair.num_edges == 12 and float(pair.edge_dist.max()) == pytest.approx(3.0)
+    # without a model: the defaults of CGCNN(), which it stores and saves with its weights
+    assert gnn.graph_settings() == gnn.graph_settings(gnn.CGCNN()) == (gnn.CUTOFF, gnn.MAX_NEIGHBORS) == (8.0, 12)
+    assert gnn.structure_to_graph(s).num_edges == 12
+    assert gnn.graph_settings(SMALL) == (6.0, 8) and SMALL.centers.max().item() == pytest.approx(6.0)
+
+
+def test_registered_checkpoints_load_with_the_default_neighbour_count():
+    """data/transfer_learning/*.pt were saved before the model stored max_neighbors: they keep loading
+    (strictly, every state-dict key) and read graphs of the neighbour count they were trained on."""
+    for name in ("pt_fe", "mpt_no_ebg"):
+        model = gnn.load_model(data.fetch(f"transfer_learning/{name}.pt"))
+        assert gnn.graph_settings(model) == (8.0, 12), name
+        assert "max_neighbors" not in torch.load(data.fetch(f"transfer_learning/{name}.pt"), weights_only=True)["config"]
 
 
 def test_build_dataset_accepts_ase_and_jarvis_dicts():
@@ -55,7 +80,7 @@ def test_build_dataset_accepts_ase_and_jarvis_dicts():
 
     jarvis = {"lattice_mat": s.lattice.matrix.tolist(), "coords": s.frac_coords.tolist(),
               "elements": [x.specie.symbol for x in s], "cartesian": False}
-    a, b, c = gnn.build_dataset([s, AseAtomsAdaptor.get_atoms(s), jarvis], [1.0, 2.0, 3.0], cutoff=6.0)
+    a, b, c = gnn.build_dataset([s, AseAtomsAdaptor.get_atoms(s), jarvis], [1.0, 2.0, 3.0], model=SMALL)
     assert torch.allclose(a.edge_dist.sort().values, b.edge_dist.sort().values, atol=1e-5)
     assert torch.allclose(a.edge_dist.sort().values, c.edge_dist.sort().values, atol=1e-5)
     assert [g.entry for g in (a, b, c)] == ["0", "1", "2"]
@@ -64,11 +89,21 @@ def test_build_dataset_accepts_ase_and_jarvis_dicts():
 def test_isolated_atom_raises_naming_entry_and_site_or_is_skipped_with_warning():
     lonely = Structure(Lattice.cubic(20.0), ["Er", "S"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     ok = rocksalt(5.6).get_primitive_structure()
-    with pytest.raises(ValueError, match=r"entry 'bad-1': site 0 \(Er\) has no neighbour within the cutoff of 8.0"):
+    with pytest.raises(gnn.IsolatedAtomError, match=r"entry 'bad-1': site 0 \(Er\) has no neighbour within the cutoff of 8.0"):
         gnn.build_dataset([ok, lonely], [1.0, 2.0], ids=["good", "bad-1"])
     with pytest.warns(UserWarning, match="bad-1"):
         kept = gnn.build_dataset([ok, lonely], [1.0, 2.0], ids=["good", "bad-1"], skip_isolated=True)
     assert [g.entry for g in kept] == ["good"]
+    assert issubclass(gnn.IsolatedAtomError, ValueError)  # callers that catch ValueError still do
+
+
+def test_skip_isolated_leaves_out_isolated_atoms_only():
+    """skip_isolated catches IsolatedAtomError, not other ValueErrors: overlapping atoms still raise."""
+    overlap = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0, 0, 0.0001]])
+    ok = rocksalt(5.6).get_primitive_structure()
+    with pytest.raises(ValueError, match="overlap") as info:
+        gnn.build_dataset([ok, overlap], [1.0, 2.0], ids=["good", "twice"], skip_isolated=True)
+    assert not isinstance(info.value, gnn.IsolatedAtomError)
 
 
 def test_nan_target_raises_naming_entry():
@@ -171,9 +206,9 @@ def test_masked_loss_ignores_missing_properties():
 
 
 def test_evaluate_in_physical_units():
-    assert gnn.to_physical("bg", [-1.0, 1.0]) == pytest.approx([0.0, 9.7212])
+    assert data.to_physical("bg", [-1.0, 1.0]) == pytest.approx([0.0, 9.7212])
     with pytest.raises(KeyError, match="dc"):
-        gnn.to_physical("dc", [0.0])
+        data.to_physical("dc", [0.0])
 
 
 # ------------------------------------------------------------------ transfer learning
@@ -236,8 +271,33 @@ def test_with_readout_keeps_the_pretrained_layers_and_builds_a_new_head(pretrain
     again = gnn.with_readout(pretrained, "attention", seed=3), gnn.with_readout(pretrained, "attention", seed=3)
     assert torch.equal(again[0].head.weight, again[1].head.weight)
     assert torch.equal(again[0].attention.gate_nn.weight, again[1].attention.gate_nn.weight)
-    with pytest.raises(ValueError, match="unknown readout 'max'"):
+    with pytest.raises(ValueError, match="unknown readout 'max'; choose one of mean, attention, pair, pair_difference"):
         gnn.CGCNN(readout="max")
+    with pytest.raises(ValueError, match="unknown readout 'sum'; choose one of mean, attention"):
+        gnn.with_readout(pretrained, "sum")
+
+
+def test_readout_registry_knows_each_poolings_head_size_and_gate():
+    assert list(gnn.READOUTS) == ["mean", "attention", "pair", "pair_difference"]
+    assert [r.parts for r in gnn.READOUTS.values()] == [1, 1, 2, 3]
+    for name, readout in gnn.READOUTS.items():
+        m = gnn.CGCNN(hidden=8, fc_hidden=5, readout=name)
+        assert m.pooling is readout and m.head_inputs == 5 * readout.parts == m.head.in_features
+        assert (m.attention is not None) == (name == "attention")
+        # the state-dict keys of saved models stay the same: the attention gate is still "attention.*"
+        assert any(k.startswith("attention.") for k in m.state_dict()) == (name == "attention")
+
+
+def test_seeded_builders_leave_torch_global_random_state_alone(pretrained):
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a = gnn.seeded_model(5, hidden=8, fc_hidden=8)
+    b = gnn.with_readout(pretrained, "attention", seed=5)
+    c = gnn.prepare_fine_tune(pretrained, "new_head", seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(a.head.weight, gnn.seeded_model(5, hidden=8, fc_hidden=8).head.weight)  # still seeded
+    assert torch.equal(b.head.weight, gnn.with_readout(pretrained, "attention", seed=5).head.weight)
+    assert torch.equal(c.head.weight, gnn.prepare_fine_tune(pretrained, "new_head", seed=5).head.weight)
 
 
 def test_attention_pooling_with_a_constant_gate_is_mean_pooling(pretrained, graphs):
@@ -255,9 +315,9 @@ def test_attention_pooling_with_a_constant_gate_is_mean_pooling(pretrained, grap
 
 def test_pair_readouts_pool_each_structure_separately(pretrained):
     s, y = tiny_set(2)
-    pair = gnn.pair_graph(s[0], s[1], y[0], cutoff=6.0, max_neighbors=8, entry="hop")
+    pair = gnn.pair_graph(s[0], s[1], y[0], model=SMALL, entry="hop")
     assert pair.part.tolist() == [0] * len(s[0]) + [1] * len(s[1]) and pair.entry == "hop"
-    single = [gnn.structure_to_graph(x, 0.0, cutoff=6.0, max_neighbors=8) for x in s]
+    single = [gnn.structure_to_graph(x, 0.0, model=SMALL) for x in s]
     mean = gnn.with_readout(pretrained, "mean").eval()
     with torch.no_grad():
         h0, h1 = (mean.features(Batch.from_data_list([g])) for g in single)
@@ -271,7 +331,7 @@ def test_pair_readouts_pool_each_structure_separately(pretrained):
 
 def test_a_pair_model_trains_and_round_trips_through_a_checkpoint(pretrained, tmp_path):
     s, y = tiny_set(12)
-    pairs = [gnn.pair_graph(s[i], s[(i + 1) % 12], y[i] - y[(i + 1) % 12], cutoff=6.0, max_neighbors=8, entry=i)
+    pairs = [gnn.pair_graph(s[i], s[(i + 1) % 12], y[i] - y[(i + 1) % 12], model=SMALL, entry=i)
              for i in range(12)]
     model, hist = gnn.fine_tune(gnn.with_readout(pretrained, "pair_difference"), pairs, epochs=3, progress=False)
     assert np.isfinite(hist.train_loss).all()

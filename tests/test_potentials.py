@@ -179,8 +179,7 @@ def test_train_potential_learns_and_its_calculator_is_consistent(si_training, ki
     import torch
     from scipy.spatial.transform import Rotation
 
-    dtype = torch.get_default_dtype()
-    try:
+    with potentials.float64():
         frames = [a for a in si_training if a.info["group"] == "AIMD-NVT"][:4]  # 64 atoms, forces ~1 eV/Å
         build = potentials.mace_model if kind == "mace" else potentials.nequip_model
         model = build(frames, r_max=4.0, seed=0)
@@ -199,8 +198,55 @@ def test_train_potential_learns_and_its_calculator_is_consistent(si_training, ki
         # rotating the crystal leaves the energy unchanged and rotates the forces
         d_energy, d_forces = foundation.rotation_check(calc, frames[0], Rotation.random(random_state=3).as_matrix())
         assert d_energy < 1e-8 and d_forces < 1e-8
-    finally:
-        torch.set_default_dtype(dtype)
+
+
+def test_float64_sets_the_default_dtype_inside_and_restores_it_after():
+    import torch
+
+    before = torch.get_default_dtype()
+    assert before == torch.float32  # no builder left another default behind
+    with potentials.float64():
+        assert torch.get_default_dtype() == torch.float64 and torch.ones(1).dtype == torch.float64
+    assert torch.get_default_dtype() == before
+    with pytest.raises(RuntimeError, match="restored"), potentials.float64():
+        raise RuntimeError("restored on errors too")
+    assert torch.get_default_dtype() == before
+
+
+def _cu():
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cu.calc = EMT()
+    cu.get_potential_energy(), cu.get_forces(), cu.get_stress()
+    return cu
+
+
+@pytest.mark.parametrize("kind", ["MACE", "NequIP"])
+def test_builders_leave_torch_global_state_alone_and_their_backend_owns_the_model(kind):
+    import torch
+
+    torch.manual_seed(7)
+    state, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
+    build = {"MACE": potentials.mace_model, "NequIP": potentials.nequip_model}[kind]
+    model = build([_cu()], r_max=3.0, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state) and torch.get_default_dtype() == dtype
+    assert next(model.parameters()).dtype == torch.float64
+    again = build([_cu()], r_max=3.0, seed=1)  # weights from the seed
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+    assert potentials.backend(model) is potentials.BACKENDS[kind]
+    assert [b.owns(model) for b in potentials.BACKENDS.values()].count(True) == 1
+    with pytest.raises(RuntimeError, match="float64"):
+        potentials._graphs(model, [_cu()])  # graphs take the default dtype: float32 here
+    with potentials.float64():
+        energy, forces, stress = potentials._forward(model, potentials._graphs(model, [_cu()]), training=False)
+    assert energy.shape == (1,) and forces.shape == (4, 3) and stress.shape == (1, 3, 3)
+
+
+def test_an_unknown_model_names_the_backends():
+    with pytest.raises(TypeError, match=r"Linear is no model of a known back-end \(MACE, NequIP\)"):
+        potentials.calculator(__import__("torch").nn.Linear(1, 1))
 
 
 def test_train_potential_rejects_an_empty_training_set():
