@@ -32,12 +32,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from . import training
 
 # ----------------------------------------------------------------------- periodic (wrapped) noise
 
@@ -231,7 +233,7 @@ class CrystalDiffusion:
     T: int = 200
     seed: int = 0
     p_composition: float = 0.2
-    history: list[float] = field(default_factory=list)
+    history: training.History = field(default_factory=training.History)
 
     def __post_init__(self):
         with torch.random.fork_rng(devices=[]):  # weights from self.seed; torch's global random state stays as it was
@@ -355,43 +357,27 @@ class CrystalDiffusion:
 
     # ---------------------------------------------------------------- training
     def fit(self, structures: Sequence, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3,
-            max_seconds: float | None = None, checkpoint: str | Path | None = None, progress: bool = True):
-        """Train on pymatgen ``structures`` (any atom counts); returns self. ``history`` gets the
-        mean loss of each epoch. Stops early after ``max_seconds`` (wall time, s) if given; saves to
-        ``checkpoint`` after every epoch if given."""
-        import time
-
-        from tqdm.auto import tqdm
-
+            checkpoint: str | Path | None = None, progress: bool = True):
+        """Train on pymatgen ``structures`` (any atom counts) with Adam, a one-cycle learning rate
+        and gradients clipped to norm 1; returns self. ``history`` (a :class:`mlcourse.training.History`)
+        gets the mean batch loss of each epoch. ``checkpoint``: a path for resumable training
+        (:func:`mlcourse.training.train`); save the trained model with :meth:`save`."""
+        if len(structures) == 0:
+            raise ValueError("no training structures")
         gen = torch.Generator().manual_seed(self.seed)
         data = [self.to_batch([s]) for s in structures]  # validates every structure up front
+
+        def batches():
+            order = torch.randperm(len(data), generator=gen).tolist()
+            return (_collate([data[i] for i in order[k:k + batch_size]]) for k in range(0, len(order), batch_size))
+
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         n_steps = epochs * math.ceil(len(structures) / batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=n_steps, pct_start=0.1)
-        start = time.perf_counter()
-        bar = tqdm(total=n_steps, desc="training", disable=not progress)
-        self.net.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(data), generator=gen).tolist()
-            losses = []
-            for k in range(0, len(order), batch_size):
-                b = _collate([data[i] for i in order[k:k + batch_size]])
-                loss, parts = self.loss(b, gen)
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
-                bar.update()
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-            self.history.append(float(np.mean(losses)))
-            if checkpoint is not None:
-                self.save(checkpoint)
-            if max_seconds is not None and time.perf_counter() - start > max_seconds:
-                break
-        bar.close()
-        self.net.eval()
+        # each batch weighs 1: the epoch's loss is the plain mean of its batch losses
+        self.history = training.train(self.net, opt, batches, lambda b: (self.loss(b, gen)[0], 1), epochs,
+                                      clip_grad=1.0, step_scheduler=sched, generator=gen, checkpoint=checkpoint,
+                                      progress=progress)
         return self
 
     # ---------------------------------------------------------------- reverse process
@@ -523,15 +509,18 @@ class CrystalDiffusion:
         torch.save({"elements": self.elements, "lattice_mean": self.lattice_mean.tolist(),
                     "lattice_std": self.lattice_std.tolist(), "num_atoms_counts": self.num_atoms_counts,
                     "hidden": self.hidden, "n_layers": self.n_layers, "T": self.T, "seed": self.seed,
-                    "p_composition": self.p_composition, "history": self.history, "state": state}, path)
+                    "p_composition": self.p_composition, "history": asdict(self.history), "state": state}, path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> CrystalDiffusion:
         d = torch.load(path, weights_only=True)
+        h = d["history"]  # files saved before mlcourse.training hold the list of epoch losses
+        history = (training.History(**h) if isinstance(h, dict)
+                   else training.History(train_loss=list(h), best_epoch=len(h) - 1))
         m = cls(d["elements"], np.array(d["lattice_mean"]), np.array(d["lattice_std"]),
                 {int(k): v for k, v in d["num_atoms_counts"].items()}, d["hidden"], d["n_layers"], d["T"],
-                d["seed"], d["p_composition"], d["history"])
+                d["seed"], d["p_composition"], history)
         m.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in d["state"].items()})
         m.net.eval()
         return m

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import copy
 import random
-import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +38,7 @@ from torch_geometric.nn import CGConv, global_mean_pool
 from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.utils import scatter, softmax
 
+from . import training
 STRATEGIES = ("all", "new_head", "last_layer", "conv")
 CUTOFF = 8.0  # Å: default neighbour cutoff of a CGCNN's graphs (and the range of its Gaussian distance expansion)
 MAX_NEIGHBORS = 12  # default number of nearest neighbours each atom receives an edge from
@@ -412,17 +411,6 @@ def cgconv_teaching(conv: CGConv, x: torch.Tensor, edge_index: torch.Tensor, edg
 # --------------------------------------------------------------------------- training
 
 
-@dataclass
-class History:
-    """Per-epoch training loss and validation MAE (normalised units), best epoch, timings (s)."""
-
-    train_loss: list = field(default_factory=list)
-    val_mae: list = field(default_factory=list)
-    best_epoch: int = -1
-    seconds_per_epoch: float = float("nan")
-    stopped_early: bool = False
-
-
 def masked_l1(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """L = (1/N) Σ |y_p − y_t| δ with δ = 1 where the property exists (not NaN); N = number of such entries."""
     mask = ~torch.isnan(y)
@@ -461,12 +449,14 @@ def _val_mae(model: CGCNN, loader) -> float:
 
 def fit(model: CGCNN, train: Sequence[Data], val: Sequence[Data] | None = None, epochs: int = 100,
         lr: float = 1e-3, batch_size: int = 64, patience: int = 20, weight_decay: float = 0.0, seed: int = 0,
-        progress: bool = True, checkpoint: str | Path | None = None, normalise: bool = True) -> History:
+        progress: bool = True, checkpoint: str | Path | None = None, normalise: bool = True) -> training.History:
     """Train ``model`` in place with AdamW and the masked L1 loss on normalised targets.
 
-    With ``val``, the state with the lowest validation MAE is kept (early stopping after ``patience``
-    epochs without improvement) and, if ``checkpoint`` is a path, saved there. Only parameters with
-    ``requires_grad`` are trained. ``normalise`` sets the model's target mean/std from ``train``.
+    With ``val``, the state with the lowest validation MAE (normalised units, ``val_metric`` of the
+    history) is kept, with early stopping after ``patience`` epochs without improvement. Only
+    parameters with ``requires_grad`` are trained. ``normalise`` sets the model's target mean/std
+    from ``train``. ``checkpoint``: a path for resumable training (:func:`mlcourse.training.train`);
+    save the trained model with :func:`save_model`.
     """
     if len(train) == 0:
         raise ValueError("empty training set")
@@ -482,52 +472,22 @@ def fit(model: CGCNN, train: Sequence[Data], val: Sequence[Data] | None = None, 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters (everything is frozen)")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    hist, best, best_state, wait = History(), float("inf"), None, 0
-    epochs_iter = range(epochs)
-    if progress:
-        from tqdm.auto import tqdm
 
-        epochs_iter = tqdm(epochs_iter, desc="epochs", leave=False)
-    t0 = time.perf_counter()
-    for epoch in epochs_iter:
-        model.train()
-        _frozen_bn_to_eval(model)
-        total, count = 0.0, 0
-        for b in loader:
-            opt.zero_grad()
-            loss = masked_l1(model(b), (b.y - model.y_mean) / model.y_std)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * b.num_graphs
-            count += b.num_graphs
-        hist.train_loss.append(total / count)
-        if val_loader is not None:
-            mae = _val_mae(model, val_loader)
-            hist.val_mae.append(mae)
-            if mae < best:
-                best, wait, hist.best_epoch = mae, 0, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                wait += 1
-                if wait >= patience:
-                    hist.stopped_early = True
-                    break
-        if progress:
-            epochs_iter.set_postfix(loss=f"{hist.train_loss[-1]:.3f}", val=f"{hist.val_mae[-1]:.3f}" if hist.val_mae else "-")
-    hist.seconds_per_epoch = (time.perf_counter() - t0) / len(hist.train_loss)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        hist.best_epoch = len(hist.train_loss) - 1
-    model.eval()
-    if checkpoint is not None:
-        save_model(model, checkpoint)
-    return hist
+    def batches():
+        _frozen_bn_to_eval(model)  # after the loop's model.train()
+        return loader  # each pass draws from gen: a seed for the loader, then the shuffle
+
+    def loss(b):
+        return masked_l1(model(b), (b.y - model.y_mean) / model.y_std), b.num_graphs
+
+    validate = None if val_loader is None else (lambda: _val_mae(model, val_loader))
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return training.train(model, optimizer, batches, loss, epochs, validate, patience, generator=gen,
+                          checkpoint=checkpoint, progress=progress)
 
 
 def train_from_scratch(dataset: Sequence[Data], val_fraction: float = 0.1, seed: int = 0,
-                       model_kwargs: dict | None = None, **fit_kwargs) -> tuple[CGCNN, History]:
+                       model_kwargs: dict | None = None, **fit_kwargs) -> tuple[CGCNN, training.History]:
     """A new CGCNN trained on ``dataset`` (``val_fraction`` of it held out for early stopping).
 
     ``model_kwargs`` go to :class:`CGCNN` (hidden, n_conv, ...), the rest to :func:`fit`.
@@ -555,7 +515,7 @@ def multi_property_dataset(datasets: dict[str, Sequence[Data]]) -> list[Data]:
 
 
 def pretrain(datasets: Sequence[Data] | dict[str, Sequence[Data]], val_fraction: float = 0.1, seed: int = 0,
-             model_kwargs: dict | None = None, **fit_kwargs) -> tuple[CGCNN, History]:
+             model_kwargs: dict | None = None, **fit_kwargs) -> tuple[CGCNN, training.History]:
     """Pre-train on one property (a dataset) or several (a dict name -> dataset: multi-property
     pre-training with one head output per property and the masked L1 loss :func:`masked_l1`)."""
     if isinstance(datasets, dict):
@@ -611,7 +571,7 @@ def prepare_fine_tune(pretrained: CGCNN, strategy: str = "all", n_tasks: int = 1
 
 
 def fine_tune(pretrained: CGCNN, dataset: Sequence[Data], strategy: str = "all", conv_layers: Sequence[int] | None = None,
-              val_fraction: float = 0.1, seed: int = 0, **fit_kwargs) -> tuple[CGCNN, History]:
+              val_fraction: float = 0.1, seed: int = 0, **fit_kwargs) -> tuple[CGCNN, training.History]:
     """Fine-tune a copy of ``pretrained`` on ``dataset`` with a named strategy (see :func:`prepare_fine_tune`).
 
     The pre-trained model is left unchanged; the target normaliser is refitted on the FT data.

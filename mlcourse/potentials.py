@@ -387,17 +387,18 @@ def _forward(model, graphs: list, training: bool):
 
 def train_potential(model, frames: list, epochs: int = 50, lr: float = 5e-3, batch_size: int = 4,
                     weights: dict | None = None, val_frames: list | None = None, seed: int = 0,
-                    progress: bool = True) -> list[dict]:
-    """Fit a MACE or NequIP ``model`` to ``frames`` with Adam; returns the per-epoch history.
+                    progress: bool = True, checkpoint: str | Path | None = None) -> "training.History":
+    """Fit a MACE or NequIP ``model`` to ``frames`` with Adam and a cosine learning-rate decay.
 
     Loss per batch = w_E ⟨(ΔE/N)²⟩ + w_F ⟨|ΔF|²⟩ + w_S ⟨|Δσ|²⟩ with E in eV, F in eV/Å, σ in GPa;
     ``weights`` default to {"energy": 100, "forces": 10, "stress": 0.01}. With ``val_frames`` the
-    weights of the epoch with the lowest validation loss are kept (early-stopping style).
-    History entries: epoch, loss (training), val_loss (or None).
+    weights of the epoch with the lowest validation loss (``val_metric`` of the history) are kept.
+    ``checkpoint``: a path for resumable training (:func:`mlcourse.training.train`).
     """
     import torch
     from ase.units import GPa
-    from tqdm.auto import tqdm
+
+    from . import training
 
     w = {"energy": 100.0, "forces": 10.0, "stress": 0.01, **(weights or {})}
     if not frames:
@@ -409,8 +410,8 @@ def train_potential(model, frames: list, epochs: int = 50, lr: float = 5e-3, bat
                  torch.tensor(a.get_stress(voigt=False) / GPa)) for a in fs]
         return graphs, refs
 
-    def batch_loss(graphs, refs, training):
-        energy, forces, stress = _forward(model, graphs, training)
+    def batch_loss(graphs, refs, train_mode):
+        energy, forces, stress = _forward(model, graphs, train_mode)
         n = torch.tensor([r[1] for r in refs], dtype=energy.dtype)
         e_ref = torch.stack([r[0] for r in refs]).to(energy.dtype)
         f_ref = torch.cat([r[2] for r in refs]).to(energy.dtype)
@@ -422,34 +423,22 @@ def train_potential(model, frames: list, epochs: int = 50, lr: float = 5e-3, bat
     train_graphs, train_refs = prepare(frames)
     val = prepare(val_frames) if val_frames else None
     generator = torch.Generator().manual_seed(seed)
+
+    def batches():
+        order = torch.randperm(len(frames), generator=generator).tolist()
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def loss(idx):
+        return batch_loss([train_graphs[i] for i in idx], [train_refs[i] for i in idx], True), len(idx)
+
+    def validate():
+        model.eval()
+        return float(batch_loss(*val, False).detach())
+
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=lr / 20)
-    history, best = [], (float("inf"), None)
-    bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress)
-    for epoch in bar:
-        model.train()
-        order = torch.randperm(len(frames), generator=generator).tolist()
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            optimizer.zero_grad()
-            loss = batch_loss([train_graphs[i] for i in idx], [train_refs[i] for i in idx], True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-        scheduler.step()
-        entry = {"epoch": epoch, "loss": total / len(frames), "val_loss": None}
-        if val:
-            model.eval()
-            entry["val_loss"] = float(batch_loss(*val, False).detach())
-            if entry["val_loss"] < best[0]:
-                best = (entry["val_loss"], copy.deepcopy(model.state_dict()))
-        history.append(entry)
-        bar.set_postfix(loss=f"{entry['loss']:.4g}")
-    if best[1] is not None:
-        model.load_state_dict(best[1])
-    model.eval()
-    return history
+    return training.train(model, optimizer, batches, loss, epochs, validate if val else None,
+                          epoch_scheduler=scheduler, generator=generator, checkpoint=checkpoint, progress=progress)
 
 
 def calculator(model):

@@ -105,8 +105,8 @@ def test_round_trip_and_unknown_element(model):
 def test_training_reduces_loss_and_sampling_handles_variable_atom_counts(tmp_path):
     train = small_training_set() * 4
     m = g.CrystalDiffusion.from_structures(train, hidden=32, n_layers=2, T=20, seed=1)
-    m.fit(train, epochs=30, batch_size=8, lr=3e-3, checkpoint=tmp_path / "m.pt", progress=False)
-    assert m.history[-1] < 0.7 * m.history[0]
+    m.fit(train, epochs=30, batch_size=8, lr=3e-3, progress=False)
+    assert m.history.train_loss[-1] < 0.7 * m.history.train_loss[0]
     out = m.sample(num_atoms=[1, 3, 5, 8, 2], seed=0, progress=False)
     assert [len(s) for s in out] == [1, 3, 5, 8, 2]
     assert all(np.all((s.frac_coords >= 0) & (s.frac_coords < 1)) for s in out)
@@ -127,12 +127,41 @@ def test_training_reduces_loss_and_sampling_handles_variable_atom_counts(tmp_pat
     assert not any(sp.symbol == "X" for s in free[-1][1] for sp in s.composition)
     with pytest.raises(ValueError, match="element Xe"):
         m.sample(compositions=["XeF2"], progress=False)
-    # the checkpoint reproduces the model's samples
-    m2 = g.CrystalDiffusion.load(tmp_path / "m.pt")
+    # the saved model reproduces the model's samples
+    m2 = g.CrystalDiffusion.load(m.save(tmp_path / "m.pt"))
     a = m.sample(num_atoms=[5], seed=4, progress=False)[0]
     b = m2.sample(num_atoms=[5], seed=4, progress=False)[0]
     np.testing.assert_allclose(a.frac_coords, b.frac_coords, atol=2e-2)  # float16 weights
     assert m2.history == m.history
+
+
+def test_fit_resumes_from_its_checkpoint_and_load_reads_old_histories(tmp_path, monkeypatch):
+    train = small_training_set() * 2  # 12 crystals: 3 batches of 4 per epoch
+
+    def fresh():
+        return g.CrystalDiffusion.from_structures(train, hidden=16, n_layers=1, T=10, seed=2)
+
+    full = fresh().fit(train, epochs=4, batch_size=4, lr=3e-3, progress=False)
+    calls, loss = [], g.CrystalDiffusion.loss
+
+    def crashing(self, b, generator=None):
+        calls.append(1)
+        if len(calls) == 8:  # in the third epoch
+            raise KeyboardInterrupt
+        return loss(self, b, generator)
+
+    monkeypatch.setattr(g.CrystalDiffusion, "loss", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        fresh().fit(train, epochs=4, batch_size=4, lr=3e-3, checkpoint=tmp_path / "state.pt", progress=False)
+    monkeypatch.setattr(g.CrystalDiffusion, "loss", loss)
+    resumed = fresh().fit(train, epochs=4, batch_size=4, lr=3e-3, checkpoint=tmp_path / "state.pt", progress=False)
+    assert resumed.history.train_loss == full.history.train_loss
+    assert all(torch.equal(v, full.net.state_dict()[k]) for k, v in resumed.net.state_dict().items())
+    # files saved before mlcourse.training stored the history as a list of epoch losses
+    d = torch.load(full.save(tmp_path / "m.pt"), weights_only=True)
+    torch.save(d | {"history": [0.5, 0.25]}, tmp_path / "old.pt")
+    old = g.CrystalDiffusion.load(tmp_path / "old.pt").history
+    assert old.train_loss == [0.5, 0.25] and old.best_epoch == 1 and old.val_metric == []
 
 
 def test_cell_matches_pymatgen(model):

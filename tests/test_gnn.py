@@ -180,15 +180,25 @@ def test_gaussian_expansion_peaks_at_the_distance():
 
 def test_training_learns_and_is_deterministic(graphs, tmp_path):
     kw = dict(epochs=40, lr=5e-3, batch_size=8, patience=40, progress=False, model_kwargs={"hidden": 16, "fc_hidden": 16})
-    m1, h1 = gnn.train_from_scratch(graphs, checkpoint=tmp_path / "m.pt", **kw)
+    m1, h1 = gnn.train_from_scratch(graphs, **kw)
     m2, _ = gnn.train_from_scratch(graphs, **kw)
     p1, p2 = gnn.predict(m1, graphs), gnn.predict(m2, graphs)
     assert np.array_equal(p1, p2)  # same seed, same model
-    assert h1.val_mae[h1.best_epoch] < 0.5 * h1.val_mae[0]
+    assert h1.val_metric[h1.best_epoch] < 0.5 * h1.val_metric[0]
     y = np.array([g.y.item() for g in graphs])
     assert gnn.evaluate(m1, graphs)["mae"] < 0.5 * np.mean(np.abs(y - y.mean()))  # beats predicting the mean
-    loaded = gnn.load_model(tmp_path / "m.pt")
+    loaded = gnn.load_model(gnn.save_model(m1, tmp_path / "m.pt"))
     assert np.allclose(gnn.predict(loaded, graphs), p1, atol=1e-6) and loaded.config == m1.config
+
+
+def test_fit_resumes_from_its_checkpoint(graphs, tmp_path):
+    kw = dict(lr=5e-3, batch_size=8, patience=40, progress=False, model_kwargs={"hidden": 16, "fc_hidden": 16})
+    m1, h1 = gnn.train_from_scratch(graphs, epochs=6, **kw)
+    _, h = gnn.train_from_scratch(graphs, epochs=3, checkpoint=tmp_path / "state.pt", **kw)  # stopped after 3 epochs
+    assert len(h.train_loss) == 3
+    m2, h2 = gnn.train_from_scratch(graphs, epochs=6, checkpoint=tmp_path / "state.pt", **kw)  # goes on to 6
+    assert h2.train_loss == h1.train_loss and h2.val_metric == h1.val_metric and h2.best_epoch == h1.best_epoch
+    assert np.array_equal(gnn.predict(m2, graphs), gnn.predict(m1, graphs))
 
 
 def test_half_precision_checkpoint_is_small_and_close(graphs, tmp_path):

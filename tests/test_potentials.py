@@ -185,9 +185,10 @@ def test_train_potential_learns_and_its_calculator_is_consistent(si_training, ki
         model = build(frames, r_max=4.0, seed=0)
         history = potentials.train_potential(model, frames, epochs=10, lr=1e-2, batch_size=2,
                                              val_frames=frames[:2], progress=False)
-        assert [h["epoch"] for h in history] == list(range(1, 11))
-        assert history[-1]["loss"] < 0.5 * history[0]["loss"]
-        assert min(h["val_loss"] for h in history) < history[0]["val_loss"]
+        assert len(history.train_loss) == len(history.val_metric) == 10
+        assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+        assert min(history.val_metric) < history.val_metric[0]
+        assert history.val_metric[history.best_epoch] == min(history.val_metric)  # the weights kept
 
         calc = potentials.calculator(model)
         atoms = frames[0].copy()

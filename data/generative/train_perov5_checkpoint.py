@@ -21,7 +21,7 @@ def main():
     model = generative.CrystalDiffusion.from_structures(train, T=S.steps, hidden=S.hidden, n_layers=3, seed=0)
     model.fit(train, epochs=S.epochs, batch_size=64, lr=2e-3)
     path = model.save(Path(__file__).with_name("perov5_diffusion.pt"))
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB), final loss {model.history[-1]:.4f}")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB), final loss {model.history.train_loss[-1]:.4f}")
 
 
 if __name__ == "__main__":

@@ -44,13 +44,13 @@ def main() -> None:
         model, hist = gnn.pretrain(sets[prop], seed=SEED, epochs=S.pt_epochs, patience=S.pt_patience, progress=False)
         gnn.save_model(model, HERE / f"pt_{prop}.pt", half=True)
         log[f"pt_{prop}"] = {"n": len(sets[prop]), "epochs": len(hist.train_loss), "best_epoch": hist.best_epoch,
-                             "best_val_mae_normalised": min(hist.val_mae), "seconds": time.perf_counter() - t0}
+                             "best_val_mae_normalised": min(hist.val_metric), "seconds": time.perf_counter() - t0}
         print(log[f"pt_{prop}"], flush=True)
     t0 = time.perf_counter()
     model, hist = gnn.pretrain(sets, seed=SEED, epochs=S.mpt_epochs, patience=S.pt_patience, progress=False)
     gnn.save_model(model, HERE / "mpt_no_ebg.pt", half=True)
     log["mpt_no_ebg"] = {"n": sum(map(len, sets.values())), "tasks": model.tasks, "epochs": len(hist.train_loss),
-                         "best_epoch": hist.best_epoch, "best_val_mae_normalised": min(hist.val_mae),
+                         "best_epoch": hist.best_epoch, "best_val_mae_normalised": min(hist.val_metric),
                          "seconds": time.perf_counter() - t0}
     print(log["mpt_no_ebg"], flush=True)
     (HERE / "checkpoints_log.txt").write_text(json.dumps(log, indent=1) + "\n")
