@@ -2,6 +2,8 @@
 #   make course   install everything, then execute every lesson in fast mode and print the results
 #   make test     install everything, then run the test suite (unit tests + each notebook once, fast mode)
 # Both are idempotent: the install step re-runs only when requirements/lock.txt or pyproject.toml change.
+#   make quick    for contributors: the unit tests without the notebook, data and slow ones (pytest markers,
+#                 pyproject.toml), under a minute of CPU
 #   make colab-twin [NB="00 03 05"]   Colab's Python 3.13 and package versions, here: runs the notebooks'
 #                                     set-up cell against this checkout, then the notebooks in fast mode
 
@@ -20,7 +22,7 @@ TWIN ?= $(HOME)/.cache/mlcourse/colab-twin
 TWIN_STAMP := $(TWIN)/.base-$(shell cat requirements/colab-twin.txt requirements/colab-constraints.txt | sha256sum | cut -c1-16)
 NB ?=
 
-.PHONY: install course test nbval full student clean colab-twin
+.PHONY: install course test quick nbval full student clean colab-twin
 install: $(STAMP)
 
 $(STAMP): requirements/lock.txt pyproject.toml
@@ -39,6 +41,9 @@ course: install
 
 test: install
 	$(BIN)/python -m pytest
+
+quick: install
+	$(BIN)/python -m pytest -p no:cacheprovider -q -m "not notebook and not data and not slow"
 
 # For instructors editing a notebook: nbval executes it cell by cell and reports the failing cell.
 # (CI executes each notebook once, through the runner, where time and memory are measured.)

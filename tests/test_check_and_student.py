@@ -183,6 +183,7 @@ def test_the_exercise_test_notebook_is_the_student_copy_plus_self_test_cells():
     assert kept == strip_solutions(nb).cells
 
 
+@pytest.mark.slow
 def test_the_exercise_test_notebook_runs_and_reports(tmp_path, monkeypatch):
     monkeypatch.setenv("MLCOURSE_BUILD_DIR", str(tmp_path / "build"))
     nb = _toy_notebook()

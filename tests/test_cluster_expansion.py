@@ -26,7 +26,7 @@ def test_load_cuau(cuau):
     assert cuau.mixing_energy.min() < -0.009  # Cu3Au-like structures order below zero
 
 
-def test_load_cuau_rejects_a_nan_energy(tmp_path, monkeypatch):
+def test_load_cuau_rejects_a_nan_energy(tmp_path, fake_fetch):
     from ase.db import connect
 
     bad = tmp_path / "bad.db"
@@ -35,7 +35,7 @@ def test_load_cuau_rejects_a_nan_energy(tmp_path, monkeypatch):
             a = bulk(symbol, "fcc", a=3.8)
             db.write(a, mixing_energy=e, concentration=float(symbol == "Au"),
                      data={"relaxed_cell": a.cell.array, "relaxed_positions": a.positions})
-    monkeypatch.setattr(data, "fetch", lambda name: bad)
+    fake_fetch(bad)
     with pytest.raises(ValueError, match="NaN"):
         data.load_cuau()
 

@@ -7,29 +7,11 @@ import os
 import numpy as np
 import pytest
 from ase.build import bulk
-from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import GPa
 
 from mlcourse import foundation, metrics
-
-
-class Shifted(Calculator):
-    """EMT with its energy shifted by ``shift`` eV per atom (forces and stress unchanged)."""
-
-    implemented_properties = ["energy", "forces", "stress"]
-
-    def __init__(self, shift: float):
-        super().__init__()
-        self.shift, self.emt = shift, EMT()
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        a = self.atoms.copy()
-        a.calc = self.emt
-        self.results = {"energy": a.get_potential_energy() + self.shift * len(a),
-                        "forces": a.get_forces(), "stress": a.get_stress()}
 
 
 @pytest.fixture(scope="module")
@@ -47,33 +29,17 @@ def frames():
     return out
 
 
-def test_reference_copy_has_zero_error(frames):
+def test_reference_copy_has_zero_error(frames, stored_labels):
     ref = foundation.labels(frames)
-    pred = foundation.predict(SinglePointCalculatorCopy(frames), frames)
+    pred = foundation.predict(stored_labels(frames), frames)
     assert all(v == 0 for v in metrics.potential_errors(pred, ref).values())
     report = metrics.potential_error_report(pred, ref)
     assert (report.drop(columns="checked for").to_numpy(dtype=float) == 0).all()
 
 
-class SinglePointCalculatorCopy(Calculator):
-    """Returns the stored labels of the frame with the same positions (a perfect model)."""
-
-    implemented_properties = ["energy", "forces", "stress"]
-
-    def __init__(self, frames):
-        super().__init__()
-        self.frames = frames
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        match = [f for f in self.frames if len(f) == len(atoms) and np.array_equal(f.positions, atoms.positions)]
-        ref = match[0]
-        self.results = {"energy": ref.get_potential_energy(), "forces": ref.get_forces(), "stress": ref.get_stress()}
-
-
-def test_constant_shift_gives_exactly_that_energy_error_and_the_offset_removes_it(frames):
+def test_constant_shift_gives_exactly_that_energy_error_and_the_offset_removes_it(frames, stored_labels):
     ref = foundation.labels(frames)
-    pred = foundation.predict(Shifted(0.125), frames)
+    pred = foundation.predict(stored_labels(frames, de=0.125), frames)
     err = metrics.potential_errors(pred, ref)
     assert err["energy_mae"] == pytest.approx(125.0, abs=1e-9)
     assert err["energy_rmse"] == pytest.approx(125.0, abs=1e-9)
@@ -86,15 +52,15 @@ def test_constant_shift_gives_exactly_that_energy_error_and_the_offset_removes_i
         foundation.apply_offset(pred, {"Au": 0.1})
 
 
-def test_predict_calculates_each_frame_once(frames):
-    class Counting(Shifted):
+def test_predict_calculates_each_frame_once(frames, stored_labels):
+    class Counting(stored_labels):
         calls = 0
 
         def calculate(self, *args, **kwargs):
             Counting.calls += 1
             super().calculate(*args, **kwargs)
 
-    pred = foundation.predict(Counting(0.0), frames)
+    pred = foundation.predict(Counting(frames), frames)
     assert Counting.calls == len(frames)  # a shared ASE calculator remembers only its last structure
     assert metrics.potential_errors(pred, foundation.labels(frames))["force_rmse"] == pytest.approx(0, abs=1e-12)
 
@@ -122,11 +88,11 @@ def test_labels_reject_a_frame_without_calculator(frames):
         foundation.labels([frames[0], bare])
 
 
-def test_committee_disagreement_zero_for_identical_models_positive_otherwise(frames):
+def test_committee_disagreement_zero_for_identical_models_positive_otherwise(frames, stored_labels):
     same = foundation.committee_disagreement([EMT(), EMT(), EMT()], frames)
     assert same.shape == (len(frames),) and np.all(same == 0)
     pert = [f.copy() for f in frames]
-    diff = foundation.committee_disagreement([EMT(), Shifted(0.0), SinglePointCalculatorCopy(frames)], frames)
+    diff = foundation.committee_disagreement([EMT(), stored_labels(frames, de=0.125), stored_labels(frames)], frames)
     assert np.all(diff == 0)  # same forces through three different calculators
     from ase.calculators.lj import LennardJones
 
@@ -254,6 +220,7 @@ print("override:", os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"))
 '''
 
 
+@pytest.mark.slow
 def test_torch_load_refuses_pickled_code_after_mace_and_sevennet_in_the_same_process(tmp_path):
     import subprocess
     import sys

@@ -90,15 +90,15 @@ def test_composition_validity_agrees_with_smact():
     rng = np.random.default_rng(0)
     pool = ["Li", "Na", "K", "Sr", "Ba", "Ti", "Zr", "Fe", "Co", "Ni", "Cu", "Zn", "Al", "Ga", "Sn",
             "Pb", "La", "O", "N", "F", "S", "Cl", "Se", "Bi", "Sb"]
-    n_checked = 0
+    n_valid = 0
     for _ in range(150):
         els = rng.choice(pool, size=rng.integers(2, 4), replace=False)
         comp = Composition({e: int(rng.integers(1, 4)) for e in els})
         ours = metrics.composition_validity(comp)
         theirs = smact_validity(comp, oxidation_states_set="smact14")
         assert ours == theirs, comp
-        n_checked += 1
-    assert n_checked == 150
+        n_valid += ours
+    assert 20 < n_valid < 130  # the draws hold both valid and invalid compositions
 
 
 def test_coverage_counts_nearest_neighbours_and_failed_fingerprints():

@@ -8,8 +8,6 @@ from pymatgen.core import Lattice, Structure
 
 from mlcourse import data, migration
 
-needs_shared = pytest.mark.skipif(not data.SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
-
 CUBE = {"lattice_mat": [[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0]], "coords": [[0, 0, 0], [0.5, 0.5, 0.5]],
         "elements": ["Li", "O"], "cartesian": False, "abc": [4, 4, 4], "angles": [90, 90, 90], "props": ["", ""]}
 
@@ -42,7 +40,7 @@ def test_host_name_strips_only_the_pathway_number():
     assert data.host_name("Na2MnSiO4_pc_1") == "Na2MnSiO4_pc"
 
 
-@needs_shared
+@pytest.mark.data
 def test_published_split_sizes_ions_and_leaky_hosts():
     train, test = data.load_migration_barriers("train"), data.load_migration_barriers("test")
     assert (len(train), len(test)) == (559, 60)
@@ -58,6 +56,7 @@ def test_published_split_sizes_ions_and_leaky_hosts():
     assert train.target.between(0, 9).all()
 
 
+@pytest.mark.data
 def test_tabulation_sheets_join_the_split_and_unknown_sheets_are_named():
     full = data.load_migration_tabulation()
     assert len(full) == 619 and set(data.load_migration_barriers("test").sys_name) <= set(full.sys_name)
@@ -69,7 +68,7 @@ def test_tabulation_sheets_join_the_split_and_unknown_sheets_are_named():
         data.load_migration_tabulation("TEST")
 
 
-@needs_shared
+@pytest.mark.data
 def test_endpoints_of_a_band_match_the_published_initial_and_final_cells():
     test, ends = data.load_migration_barriers("test"), data.load_migration_endpoints()
     assert list(ends.sys_name) == list(test.sys_name)
@@ -83,8 +82,7 @@ def test_endpoints_of_a_band_match_the_published_initial_and_final_cells():
     assert same_lattice >= 50
 
 
-@needs_shared
-def test_load_migration_barriers_rejects_a_nan_barrier(tmp_path, monkeypatch):
+def test_load_migration_barriers_rejects_a_nan_barrier(tmp_path, fake_fetch):
     import json
 
     band = {**CUBE, "coords": [[0, 0, x] for x in (0, .1, .2, .3, .4)] + [[.5, .5, .5]],
@@ -92,7 +90,7 @@ def test_load_migration_barriers_rejects_a_nan_barrier(tmp_path, monkeypatch):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"jid": 0, "class": "X", "sys_name": "LiO_1", "formula": "Li1 O1",
                                 "target": float("nan"), "atoms": band}]))
-    monkeypatch.setattr(data, "fetch", lambda name: bad)
+    fake_fetch(bad)
     with pytest.raises(ValueError, match="LiO_1"):
         data.load_migration_barriers("train")
 
@@ -117,6 +115,7 @@ def test_arrhenius_diffusivity_changes_tenfold_per_60_meV_at_300_K():
     assert d[0] / d[1] == pytest.approx(10.0, rel=0.01)
 
 
+@pytest.mark.slow
 def test_neb_finds_the_emt_vacancy_hop_in_copper():
     """A vacancy hop in fcc Cu with ASE's EMT: a symmetric path with a barrier of a few tenths of an eV."""
     from ase.build import bulk
@@ -148,13 +147,13 @@ def test_arrhenius_diffusivity_needs_a_positive_temperature(T):
         migration.arrhenius_diffusivity(0.3, T=T)
 
 
-def test_endpoints_with_an_infinite_barrier_name_the_pathway(tmp_path, monkeypatch):
+def test_endpoints_with_an_infinite_barrier_name_the_pathway(tmp_path, fake_fetch):
     import json
 
     entries = [{"sys_name": name, "atoms_ini": CUBE, "atoms_fin": CUBE, "target": target}
                for name, target in (("LiO_1", 0.4), ("LiO_2", float("inf")))]
     path = tmp_path / "ends.json"
     path.write_text(json.dumps(entries))
-    monkeypatch.setattr(data, "fetch", lambda name: path)
+    fake_fetch(path)
     with pytest.raises(ValueError, match=r"infinite.*'LiO_2' \(inf\)"):
         data.load_migration_endpoints()

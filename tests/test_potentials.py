@@ -11,8 +11,6 @@ from ase.units import GPa
 
 from mlcourse import data, foundation, potentials
 
-needs_shared = pytest.mark.skipif(not data.SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
-
 
 @pytest.fixture(scope="module")
 def si_training():
@@ -22,7 +20,7 @@ def si_training():
 # --------------------------------------------------------------------------- mlearn stresses
 
 
-@needs_shared
+@pytest.mark.data
 def test_load_mlearn_keeps_energy_forces_and_converts_stress():
     frames = data.load_mlearn("Si", "test")
     with open(data.fetch("mlip/mlearn/Si/test.json")) as fh:
@@ -39,7 +37,7 @@ def test_load_mlearn_keeps_energy_forces_and_converts_stress():
         assert atoms.get_forces().shape == (len(atoms), 3) == (e["num_atoms"], 3)
 
 
-@needs_shared
+@pytest.mark.data
 def test_elastic_energy_changes_match_the_converted_stress(si_training):
     """Between neighbouring strains of one mode, ΔE ≈ ½(V₁σ₁ + V₂σ₂):Δε (ASE: σ = (1/V) ∂E/∂ε)."""
     modes = {}
@@ -61,7 +59,7 @@ def test_elastic_energy_changes_match_the_converted_stress(si_training):
     assert np.linalg.norm(dft - predicted) / np.linalg.norm(dft) < 0.03
 
 
-def test_load_mlearn_rejects_a_bad_virial_stress(tmp_path, monkeypatch):
+def test_load_mlearn_rejects_a_bad_virial_stress(tmp_path, fake_fetch):
     from pymatgen.core import Lattice, Structure
 
     s = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
@@ -69,7 +67,7 @@ def test_load_mlearn_rejects_a_bad_virial_stress(tmp_path, monkeypatch):
              "outputs": {"energy": -10.8, "forces": [[0, 0, 0], [0, 0, 0]], "virial_stress": [1, 2, 3, 4, 5]}}
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([entry]))
-    monkeypatch.setattr(data, "fetch", lambda name: bad)
+    fake_fetch(bad)
     with pytest.raises(ValueError, match="entry 0"):
         data.load_mlearn("Si", "test")
 
@@ -130,7 +128,8 @@ def test_repair_mtp_makes_a_motep_020_file_readable(tmp_path):
 # --------------------------------------------------------------------------- training
 
 
-@needs_shared
+@pytest.mark.data
+@pytest.mark.slow
 def test_tiny_mtp_beats_a_constant_energy_per_atom(si_training, tmp_path):
     frames = si_training[::11]  # 20 configurations from every group, 8-64 atoms
     steps = list(potentials.DEFAULT_STEPS)
@@ -173,8 +172,9 @@ def test_reference_energies_solve_a_two_element_fit():
     assert e0["Si"] == pytest.approx(-5.4) and e0["Ge"] == pytest.approx(-4.6)
 
 
-@needs_shared
+@pytest.mark.data
 @pytest.mark.parametrize("kind", ["mace", "nequip"])
+@pytest.mark.slow
 def test_train_potential_learns_and_its_calculator_is_consistent(si_training, kind):
     import torch
     from scipy.spatial.transform import Rotation
@@ -255,30 +255,17 @@ def test_train_potential_rejects_an_empty_training_set():
         potentials.train_potential(object(), [])
 
 
-@needs_shared
-def test_error_table_is_zero_for_the_reference_and_exact_for_a_shift():
-    from ase.calculators.calculator import Calculator, all_changes
-
+@pytest.mark.data
+def test_error_table_is_zero_for_the_reference_and_exact_for_a_shift(stored_labels):
     frames = data.load_mlearn("Si", "test")[:4]
-
-    class Shifted(Calculator):
-        """The DFT values of the frame with the same positions, energy shifted by 10 meV/atom."""
-        implemented_properties = ["energy", "forces", "stress"]
-
-        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-            super().calculate(atoms, properties, system_changes)
-            ref = next(f for f in frames if np.array_equal(f.positions, atoms.positions))
-            self.results = {"energy": ref.get_potential_energy() + 0.010 * len(ref),
-                            "forces": ref.get_forces() + 0.1, "stress": ref.get_stress()}
-
-    table = potentials.error_table({"shifted": Shifted()}, frames)
+    table = potentials.error_table({"shifted": stored_labels(frames, de=0.010, df=0.1)}, frames)
     row = table.loc["shifted"]
     assert row["energy_rmse"] == pytest.approx(10.0) and row["energy_mae"] == pytest.approx(10.0)
     assert row["force_rmse"] == pytest.approx(0.1) and row["force_mae"] == pytest.approx(0.1)
     assert row["stress_rmse"] == pytest.approx(0.0, abs=1e-12)
 
 
-@needs_shared
+@pytest.mark.data
 def test_mlearn_frames_round_trip_through_extxyz(tmp_path):
     """The training files other codes read (nequip-train, mace_run_train) keep E, F and stress exactly."""
     from ase.io import read, write

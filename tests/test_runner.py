@@ -93,6 +93,7 @@ def test_a_failed_run_keeps_the_earlier_metrics_and_says_it_failed(tmp_path, bui
     assert not any((build / "staging").iterdir()), "the failed run's staging folder is removed"
 
 
+@pytest.mark.slow
 def test_cpu_time_counts_the_kernel_and_children_that_exited_once_each(tmp_path, build):
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < {}: pass"
     child = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {burn.format(2.0)!r}], check=True)"
@@ -160,6 +161,7 @@ def _started(build, pid):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+@pytest.mark.slow
 def test_a_run_killed_at_any_moment_loses_nothing_recorded_earlier(tmp_path, sig):
     build, rng = tmp_path / "build", random.Random(sig)
     env_before = os.environ.get("MLCOURSE_BUILD_DIR")
@@ -207,6 +209,7 @@ def test_a_run_killed_at_any_moment_loses_nothing_recorded_earlier(tmp_path, sig
             os.environ["MLCOURSE_BUILD_DIR"] = env_before
 
 
+@pytest.mark.slow
 def test_concurrent_runs_and_writers_lose_no_update(tmp_path):
     build = tmp_path / "build"
     procs = [_mlcourse_run(build, _recording_notebook(tmp_path / f"c{i}.ipynb", f"c{i}", i + 1, n=2)) for i in range(3)]
@@ -226,6 +229,7 @@ def test_concurrent_runs_and_writers_lose_no_update(tmp_path):
     assert set(shared) == {f"w{i}_{j}" for i in range(4) for j in range(40)}
 
 
+@pytest.mark.slow
 def test_a_writer_killed_mid_write_leaves_a_valid_file(tmp_path):
     build, rng = tmp_path / "build", random.Random(0)
     path = build / "results" / "big.fast.json"

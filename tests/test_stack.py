@@ -23,7 +23,8 @@ Notes on the environment (see the README):
 * The foundation-potential tests block every IPv4/IPv6 ``connect`` to prove that the
   weights are read from the installed wheels.
 
-No test depends on ``tests/conftest.py``.
+No fixture comes from ``tests/conftest.py``; the MACE and NequIP tests carry its ``data`` marker
+(they read mlearn Si) and, with SevenNet-0, the ``slow`` marker (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ def test_whole_stack_imports_in_one_process():
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_mace_trains_tiny_model(si_frames, torch_env, no_network):
     torch = torch_env
     from e3nn import o3
@@ -282,6 +285,8 @@ def test_mace_trains_tiny_model(si_frames, torch_env, no_network):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_nequip_trains_tiny_model(si_frames, torch_env, no_network):
     torch = torch_env
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -410,7 +415,7 @@ def _foundation_calculator(name: str):
     raise ValueError(name)
 
 
-@pytest.mark.parametrize("name", ["chgnet-0.3.0", "sevennet-0"])
+@pytest.mark.parametrize("name", ["chgnet-0.3.0", pytest.param("sevennet-0", marks=pytest.mark.slow)])
 def test_foundation_potential_offline(name, torch_env, no_network):
     from ase.build import bulk
 
