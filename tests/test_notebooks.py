@@ -1,6 +1,7 @@
 """Course notebooks: structure checks, and each one executed once in fast mode through the runner."""
 
 import ast
+import builtins
 import json
 from pathlib import Path
 import re
@@ -75,6 +76,7 @@ def _code(cell) -> str:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_each_exercise_has_a_hint_stubs_its_answers_and_lists_wrong_answers(path):
     nb = nbformat.read(path, as_version=4)
+    defined = _stored(ast.parse("\n".join(_code(c) for c in nb.cells if c.cell_type == "code"))) | {"MODE"}
     for i, j in student.exercises(nb):
         before = nb.cells[i - 1]
         assert before.cell_type == "markdown" and re.search(r"<details>\s*<summary>Hint</summary>", before.source), \
@@ -85,6 +87,8 @@ def test_each_exercise_has_a_hint_stubs_its_answers_and_lists_wrong_answers(path
         assert wrong, f"{path.name} cell {j}: list plausible wrong answers in metadata.mlcourse.wrong"
         for w in wrong:
             assert _stored(ast.parse(w)) & set(names), f"{path.name} cell {j}: the wrong answer {w!r} sets no answer"
+            unknown = _loaded(ast.parse(w)) - _stored(ast.parse(w)) - defined - set(dir(builtins))
+            assert not unknown, f"{path.name} cell {j}: the wrong answer {w!r} reads {sorted(unknown)}, which the notebook never defines"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
