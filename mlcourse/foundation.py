@@ -343,13 +343,13 @@ def finetune_chgnet(train_frames: list, val_frames: list, epochs: int = 3, batch
     learnable version of a per-atom energy offset. Returns (model, history) where history has
     per-epoch train/val MAEs (e: eV/atom, f: eV/Å, s: GPa). Never give it test frames.
     """
-    import torch
     from chgnet.data.dataset import get_loader
     from chgnet.trainer import Trainer
 
+    from .lesson import torch_seeded
+
     random.seed(seed)
-    with torch.random.fork_rng(devices=[]):  # torch's global random state is put back afterwards
-        torch.manual_seed(seed)
+    with torch_seeded(seed):  # torch's global random state is put back afterwards
         model = pretrained_chgnet()
         with contextlib.redirect_stdout(io.StringIO()):
             train_loader = get_loader(chgnet_dataset(train_frames), batch_size=batch_size, pin_memory=False)

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from . import training
+from .lesson import torch_seeded
 
 # ----------------------------------------------------------------------- periodic (wrapped) noise
 
@@ -236,8 +237,7 @@ class CrystalDiffusion:
     history: training.History = field(default_factory=training.History)
 
     def __post_init__(self):
-        with torch.random.fork_rng(devices=[]):  # weights from self.seed; torch's global random state stays as it was
-            torch.manual_seed(self.seed)
+        with torch_seeded(self.seed):  # the weights; torch's global random state stays as it was
             self.schedule = Schedule(T=self.T)
             self.net = PeriodicDenoiser(len(self.elements), self.hidden, self.n_layers)
 

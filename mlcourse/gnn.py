@@ -23,7 +23,6 @@ defaults :data:`CUTOFF` and :data:`MAX_NEIGHBORS`); the graph builders read them
 from __future__ import annotations
 
 import copy
-import random
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -39,6 +38,7 @@ from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.utils import scatter, softmax
 
 from . import training
+from .lesson import seed_everything, torch_seeded
 STRATEGIES = ("all", "new_head", "last_layer", "conv")
 CUTOFF = 8.0  # Å: default neighbour cutoff of a CGCNN's graphs (and the range of its Gaussian distance expansion)
 MAX_NEIGHBORS = 12  # default number of nearest neighbours each atom receives an edge from
@@ -50,13 +50,6 @@ MIN_DISTANCE = 0.01
 
 class IsolatedAtomError(ValueError):
     """An atom of a structure has no neighbour within the graph cutoff (see :func:`structure_to_graph`)."""
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # --------------------------------------------------------------------------- graphs
@@ -364,8 +357,7 @@ class CGCNN(nn.Module):
 
 def seeded_model(seed: int, **kwargs) -> CGCNN:
     """``CGCNN(**kwargs)`` with weights drawn from ``seed``; torch's global random state is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch_seeded(seed):
         return CGCNN(**kwargs)
 
 
@@ -547,8 +539,7 @@ def prepare_fine_tune(pretrained: CGCNN, strategy: str = "all", n_tasks: int = 1
         raise ValueError(f"unknown fine-tuning strategy {strategy!r}; choose one of {STRATEGIES}")
     model = copy.deepcopy(pretrained)
     if strategy == "new_head" or model.config["n_tasks"] != n_tasks:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch_seeded(seed):
             model.replace_head(n_tasks)
     for p in model.parameters():
         p.requires_grad = strategy in ("all", "new_head")

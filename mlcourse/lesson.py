@@ -16,12 +16,14 @@ read the same table with :func:`settings`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import sys
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -125,6 +127,17 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     if "torch" in sys.modules:
         sys.modules["torch"].manual_seed(seed)
+
+
+@contextlib.contextmanager
+def torch_seeded(seed: int) -> Iterator[None]:
+    """Inside the block torch draws its random numbers from ``seed``; after it, torch's global random
+    state is what it was. Model builders draw their weights in one, so building moves nobody else's draws."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 @dataclass

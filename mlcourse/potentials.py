@@ -232,10 +232,10 @@ def mace_model(frames: list, r_max: float = 5.0, channels: int = 16, max_L: int 
     from e3nn import o3
 
     from .foundation import import_mace
+    from .lesson import torch_seeded
 
     modules = import_mace("mace.modules")
-    with torch.random.fork_rng(devices=[]), float64():
-        torch.manual_seed(seed)
+    with torch_seeded(seed), float64():
         e0 = reference_energies(frames)
         zs = [atomic_numbers[s] for s in e0]
         hidden = "+".join(f"{channels}x{L}{'e' if L % 2 == 0 else 'o'}" for L in range(max_L + 1))
