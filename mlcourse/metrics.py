@@ -77,15 +77,19 @@ def barrier_metrics(y_true, y_pred) -> dict[str, float]:
 # stresses (ASE's Voigt order and units, (n, 6)), as mlcourse.foundation.labels and .predict return.
 
 
+def _differences(pred: dict, ref: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``pred`` − ``ref``: energies per atom (meV/atom), force components (eV/Å), stress components (GPa)."""
+    return (1000 * (pred["energy"] - ref["energy"]), (pred["forces"] - ref["forces"]).ravel(),
+            (pred["stress"] - ref["stress"]).ravel() / GPa)
+
+
 def potential_errors(pred: dict, ref: dict) -> dict[str, float]:
     """``energy_mae``, ``energy_rmse`` (meV/atom), ``force_mae``, ``force_rmse`` (eV/Å, per Cartesian
     component) and ``stress_rmse`` (GPa, per Voigt component) of ``pred`` against ``ref``."""
     if len(pred["energy"]) != len(ref["energy"]) or pred["forces"].shape != ref["forces"].shape:
         raise ValueError(f"predictions ({len(pred['energy'])} frames, {pred['forces'].shape} forces) do not match "
                          f"the reference ({len(ref['energy'])} frames, {ref['forces'].shape} forces)")
-    de = 1000 * (pred["energy"] - ref["energy"])
-    df = (pred["forces"] - ref["forces"]).ravel()
-    ds = (pred["stress"] - ref["stress"]).ravel() / GPa
+    de, df, ds = _differences(pred, ref)
     return {"energy_mae": float(np.mean(np.abs(de))), "energy_rmse": float(np.sqrt(np.mean(de**2))),
             "force_mae": float(np.mean(np.abs(df))), "force_rmse": float(np.sqrt(np.mean(df**2))),
             "stress_rmse": float(np.sqrt(np.mean(ds**2)))}
@@ -95,11 +99,7 @@ def potential_error_report(pred: dict, ref: dict) -> pd.DataFrame:
     """mlip-2's error report (``mlp calc-errors``), with its row and column labels: max, average and
     RMS absolute difference of energy per atom (meV/atom), force components (eV/Å) and stress
     components (GPa)."""
-    diffs = {
-        "Energy per atom (meV/atom)": 1000 * (pred["energy"] - ref["energy"]),
-        "Forces (eV/Å)": (pred["forces"] - ref["forces"]).ravel(),
-        "Stresses (GPa)": (pred["stress"] - ref["stress"]).ravel() / GPa,
-    }
+    diffs = dict(zip(["Energy per atom (meV/atom)", "Forces (eV/Å)", "Stresses (GPa)"], _differences(pred, ref)))
     counts = [f"{len(ref['energy'])} configurations", f"{len(ref['forces'])} atoms", f"{len(ref['energy'])} configurations"]
     rows = {k: {"checked for": n, "Maximal absolute difference": np.abs(d).max(),
                 "Average absolute difference": np.abs(d).mean(), "RMS absolute difference": np.sqrt(np.mean(d**2))}
