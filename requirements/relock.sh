@@ -9,7 +9,9 @@
 # --require-hashes): pip downloads each pinned file, the script hashes what it got. torch is the CPU build,
 # which pip takes from this machine's wheel folder (pip config: find-links) or --extra-index-url
 # https://download.pytorch.org/whl/cpu.
-# Usage: bash requirements/relock.sh [lock|colab|hashes]   (default: both lock and colab;
+# Usage: bash requirements/relock.sh [lock|add|colab|hashes]   (default: both lock and colab;
+#        add: resolve base.in keeping every pin of the current lock (a new line of base.in adds its
+#             packages and changes nothing else), then the Colab sets;
 #        hashes: the lock's own pins hashed afresh, no new resolution)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +28,14 @@ hash_lock() {  # requirements/lock.txt: the pins of file $1, each with the sha25
   python3 requirements/colab_constraints.py hashes "$1" "$tmp/dist"
 }
 
-if [[ $what == both || $what == lock ]]; then
+if [[ $what == both || $what == lock || $what == add ]]; then
   python3.11 -m venv "$tmp/lock"
-  "$tmp/lock/bin/pip" install -r requirements/base.in   # upgrades the venv's setuptools to what torch needs
+  keep=()
+  if [[ $what == add ]]; then
+    grep -v '^#' requirements/lock.txt | cut -d' ' -f1 > "$tmp/keep.txt"
+    keep=(-c "$tmp/keep.txt")
+  fi
+  "$tmp/lock/bin/pip" install -r requirements/base.in "${keep[@]}"   # upgrades the venv's setuptools to what torch needs
   "$tmp/lock/bin/pip" install --no-deps $NO_DEPS
   "$tmp/lock/bin/pip" check || true   # expected: mace-torch's e3nn pin and matbench's old pins
   # --all keeps setuptools (torch needs setuptools>=77.0.3, newer than a fresh venv's); pip itself stays out
@@ -41,7 +48,7 @@ if [[ $what == hashes ]]; then
   hash_lock "$tmp/pins.txt"
 fi
 
-if [[ $what == both || $what == colab ]]; then
+if [[ $what == both || $what == add || $what == colab ]]; then
   python3 requirements/colab_constraints.py
   # What the course needs on Colab: base.in without the lines marked "# not on Colab".
   grep -v "# not on Colab" requirements/base.in > "$tmp/colab.in"
