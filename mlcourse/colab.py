@@ -45,12 +45,17 @@ if importlib.util.find_spec("mlcourse") is None:
     importlib.invalidate_caches()'''.replace("{release}", RELEASE).replace("{repository}", REPOSITORY)
 
 
+def launch_urls(notebook: str) -> dict[str, str]:
+    """The addresses that open ``notebook`` (a file name in notebooks/) of this release on Colab and Binder."""
+    return {"Colab": f"https://colab.research.google.com/github/{REPOSITORY}/blob/{RELEASE}/notebooks/{notebook}",
+            "Binder": f"https://mybinder.org/v2/gh/{REPOSITORY}/{RELEASE}?labpath=notebooks%2F{notebook}"}
+
+
 def launch_badges(notebook: str) -> str:
     """Markdown badges that open ``notebook`` (a file name in notebooks/) of this release on Colab and Binder."""
-    colab = f"https://colab.research.google.com/github/{REPOSITORY}/blob/{RELEASE}/notebooks/{notebook}"
-    binder = f"https://mybinder.org/v2/gh/{REPOSITORY}/{RELEASE}?labpath=notebooks%2F{notebook}"
-    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab}) "
-            f"[![Binder](https://mybinder.org/badge_logo.svg)]({binder})")
+    url = launch_urls(notebook)
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url['Colab']}) "
+            f"[![Binder](https://mybinder.org/badge_logo.svg)]({url['Binder']})")
 
 
 def on_colab() -> bool:

@@ -13,13 +13,22 @@ import numpy as np
 from .data import N_IMAGES  # ion sites at the start of every band
 
 
-def endpoints(band):
-    """(initial, final) structures of a band: the host with the ion at image 0 and at image 4."""
+def images(band) -> list:
+    """The host with the ion at each of the band's ``N_IMAGES`` images, in order (structures; the ion is site 0)."""
     host = band.copy()
     host.remove_sites(range(1, N_IMAGES))  # keep image 0 as site 0
-    final = host.copy()
-    final.replace(0, band[0].specie, band[N_IMAGES - 1].coords, coords_are_cartesian=True)
-    return host, final
+    frames = [host]
+    for k in range(1, N_IMAGES):
+        frame = host.copy()
+        frame.replace(0, band[0].specie, band[k].coords, coords_are_cartesian=True)
+        frames.append(frame)
+    return frames
+
+
+def endpoints(band):
+    """(initial, final) structures of a band: the host with the ion at image 0 and at image 4."""
+    frames = images(band)
+    return frames[0], frames[-1]
 
 
 def band_features(band, cutoff: float = 3.5) -> dict[str, float]:
