@@ -4,6 +4,8 @@
 # Both are idempotent: the install step re-runs only when requirements/lock.txt or pyproject.toml change.
 #   make quick    for contributors: the unit tests without the notebook, data and slow ones (pytest markers,
 #                 pyproject.toml), under a minute of CPU
+#   make site     the course website from the lessons make course executed (build/fast/ -> build/site/)
+#   make site-check   opens that site in headless Chromium (Debian's chromium package) and checks every page
 #   make colab-twin [NB="00 03 05"]   Colab's Python 3.13 and package versions, here: runs the notebooks'
 #                                     set-up cell against this checkout, then the notebooks in fast mode
 
@@ -22,7 +24,7 @@ TWIN ?= $(HOME)/.cache/mlcourse/colab-twin
 TWIN_STAMP := $(TWIN)/.base-$(shell cat requirements/colab-twin.txt requirements/colab-constraints.txt | sha256sum | cut -c1-16)
 NB ?=
 
-.PHONY: install course test quick nbval full student clean colab-twin
+.PHONY: install course test quick nbval full student site site-check clean colab-twin
 install: $(STAMP)
 
 $(STAMP): requirements/lock.txt pyproject.toml
@@ -43,7 +45,7 @@ test: install
 	$(BIN)/python -m pytest
 
 quick: install
-	$(BIN)/python -m pytest -p no:cacheprovider -q -m "not notebook and not data and not slow"
+	$(BIN)/python -m pytest -p no:cacheprovider -q -m "not notebook and not data and not slow and not site"
 
 # For instructors editing a notebook: nbval executes it cell by cell and reports the failing cell.
 # (CI executes each notebook once, through the runner, where time and memory are measured.)
@@ -57,6 +59,13 @@ full: install
 
 student: install
 	$(BIN)/mlcourse student --out student
+
+site: install
+	$(BIN)/mlcourse site
+
+# screenshots of the landing page and of the lessons' 3D views go to build/site-check/
+site-check: install
+	MLCOURSE_REQUIRE_SITE=1 $(BIN)/python -m pytest -p no:cacheprovider -q -m site tests/test_site.py
 
 clean:
 	rm -rf build student

@@ -175,6 +175,18 @@ def _student(args) -> int:
     return 0
 
 
+def _site(args) -> int:
+    from . import site
+
+    try:
+        out = site.build(Path(args.executed) if args.executed else None, Path(args.out) if args.out else None)
+    except site.SiteError as exc:
+        print(f"mlcourse site: {exc}", file=sys.stderr)
+        return 1
+    print(f"course website: {out / 'index.html'} (any static host serves this folder as it is)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mlcourse", description="Machine learning for materials science course kit")
     sub = p.add_subparsers(dest="command", required=True)
@@ -211,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("notebooks", nargs="*")
     t.add_argument("--out", default="student")
     t.set_defaults(func=_student)
+    w = sub.add_parser("site", help="build the course website from the executed lessons (make course first)",
+                       description="Renders the lessons `mlcourse run` executed (build/fast/) with Sphinx and "
+                                   "myst-nb into a static website (build/site/); executes nothing.")
+    w.add_argument("--executed", default=None, help="folder of executed lessons (default: build/fast)")
+    w.add_argument("--out", default=None, help="output folder (default: build/site)")
+    w.set_defaults(func=_site)
     args = p.parse_args(argv)
     from .data import DatasetCorruptError, DatasetNotFoundError
     from .results import ExpectationError
