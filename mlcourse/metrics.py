@@ -209,17 +209,23 @@ def structure_fingerprint(structure) -> np.ndarray | None:
         return None
 
 
+STRUCTURES_PER_WORKER = 250
+"""The fewest structures :func:`structure_fingerprints` gives one process: CrystalNN takes ~0.1 s a
+five-atom crystal, and each extra process costs its start and its memory."""
+
+
 def structure_fingerprints(structures: Sequence, workers: int | None = None, progress: bool = True,
                            desc: str = "fingerprints") -> list:
-    """:func:`structure_fingerprint` of each structure, in order, computed by ``workers`` processes
-    (default ``os.cpu_count()``; 1: in this process). The numbers are the same for any ``workers``."""
+    """:func:`structure_fingerprint` of each structure, in order, computed by up to ``workers``
+    processes (default ``os.cpu_count()``; 1: in this process), each given at least
+    :data:`STRUCTURES_PER_WORKER` structures. The numbers are the same for any ``workers``."""
     from tqdm.auto import tqdm
 
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive number of processes, not {workers!r}")
     bar = dict(total=len(structures), desc=desc, disable=not progress)
-    workers = min(workers, len(structures))
+    workers = min(workers, len(structures) // STRUCTURES_PER_WORKER)
     if workers <= 1:
         return [structure_fingerprint(s) for s in tqdm(structures, **bar)]
     from concurrent.futures import ProcessPoolExecutor

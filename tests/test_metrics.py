@@ -1,5 +1,6 @@
 """Every metric (mlcourse.metrics): regression, migration-barrier tiers, CDVAE's generation metrics; no torch."""
 
+import os
 import subprocess
 import sys
 
@@ -193,12 +194,23 @@ def test_nn_distance_wasserstein_flags_squeezed_crystals():
         metrics.nn_distance_wasserstein([], ref)
 
 
-def test_parallel_fingerprints_equal_serial_ones():
+_FINGERPRINT = metrics.structure_fingerprint
+
+
+def fingerprint_and_pid(s):
+    """The fingerprint and the id of the process that computed it (module level: worker processes get it by name)."""
+    return _FINGERPRINT(s), os.getpid()
+
+
+def test_parallel_fingerprints_equal_serial_ones(monkeypatch):
+    monkeypatch.setattr(metrics, "STRUCTURES_PER_WORKER", 2)  # two processes for these eight
     structures = [perovskite(), rocksalt(), perovskite(4.1, ("Ba", "Zr", "O", "O", "O")),
                   Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]])] * 2
     serial = metrics.structure_fingerprints(structures, workers=1, progress=False)
-    parallel = metrics.structure_fingerprints(structures, workers=2, progress=False)
-    assert len(parallel) == len(structures)
+    monkeypatch.setattr(metrics, "structure_fingerprint", fingerprint_and_pid)
+    with_pids = metrics.structure_fingerprints(structures, workers=2, progress=False)
+    parallel, pids = [x for x, _ in with_pids], {p for _, p in with_pids}
+    assert len(parallel) == len(structures) and os.getpid() not in pids  # computed by other processes
     for a, b in zip(serial, parallel):
         assert np.array_equal(a, b)
     assert not np.array_equal(serial[0], serial[1])  # the structures differ, so would misplaced results
