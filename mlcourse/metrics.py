@@ -425,8 +425,13 @@ def reference_fingerprints(reference: Sequence, progress: bool = True,
     c = scale_composition_fingerprints([composition_fingerprint(x.composition) for x in reference])
     missing = np.array([x is None for x in s], dtype=bool)
     struct = np.array([np.full(61, np.nan) if x is None else x for x in s], dtype=float).reshape(len(s), -1)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, struct=struct, missing=missing, comp=c)
-    os.replace(tmp, path)  # whole or not at all, also when two runs write it at once
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, struct=struct, missing=missing, comp=c)
+        os.replace(tmp, path)  # whole or not at all, also when two runs write it at once
+    except OSError as exc:  # e.g. a read-only install: the fingerprints are still right, only not kept
+        import warnings
+
+        warnings.warn(f"reference fingerprints not cached in {path.parent}: {exc}", stacklevel=2)
     return s, c

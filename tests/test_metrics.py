@@ -235,3 +235,9 @@ def test_reference_fingerprints_are_cached_by_the_structures_sha256(tmp_path, mo
     moved = [perovskite(3.95), rocksalt()]  # a changed input misses the cache
     metrics.reference_fingerprints(moved, progress=False, workers=1)
     assert len(calls) == 2 and len(list((tmp_path / "cache" / "fingerprints").glob("*.npz"))) == 2
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # the build folder is a file: nothing can be cached, the results still come
+    monkeypatch.setenv("MLCOURSE_BUILD_DIR", str(blocked))
+    with pytest.warns(UserWarning, match="not cached"):
+        third = metrics.reference_fingerprints(ref, progress=False, workers=1)
+    assert np.array_equal(third[1], first[1])
