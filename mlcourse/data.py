@@ -444,27 +444,59 @@ def load_mlearn(element: str, split: str = "training") -> list:
     return frames
 
 
-def load_perov5(split: str = "val", n: int | None = None) -> pd.DataFrame:
-    """CDVAE's Perov-5 split (``val`` or ``test``) with a pymatgen ``structure`` column parsed from CIF.
+CDVAE_SPLITS = ("train", "val", "test")
 
-    ``n``: only the first n rows (CDVAE's CSV rows are in random order, so this is a random subset;
-    parsing the CIFs is the slow part, about 2 ms a row).
+
+def load_cdvae(dataset: str | Path, split: str = "val", n: int | None = None) -> pd.DataFrame:
+    """A CDVAE-format CSV (Perov-5, Carbon-24, MP-20: an index column, ``material_id``, ``cif`` and
+    property columns) with a pymatgen ``structure`` column parsed from the CIFs.
+
+    ``dataset``: a CDVAE dataset name ("perov_5", "carbon_24", "mp_20" or CDVAE's other names,
+    :func:`mlcourse.metrics.cdvae_dataset`) whose ``split`` ("train", "val", "test") the kit ships
+    (registered files only: Perov-5's val and test), or the path of such a CSV (``split`` is then
+    not used). ``n``: only the first n rows (CDVAE's rows are in random order, so a random subset;
+    parsing the CIFs is the slow part, about 2 ms a row). A row whose CIF does not parse raises a
+    ValueError naming its row and material_id.
     """
     from pymatgen.core import Structure
 
-    if split not in ("val", "test"):
-        raise ValueError(f"Perov-5 split must be 'val' or 'test' (train is not available), not {split!r}")
-    df = pd.read_csv(fetch(f"cdvae/cdvae/data/perov_5/{split}.csv"), index_col=0, nrows=n)
+    if str(dataset).endswith(".csv"):
+        path = Path(dataset)
+        if not path.is_file():
+            raise FileNotFoundError(f"no CDVAE-format CSV at {path}")
+        where = str(path)
+    else:
+        from .metrics import cdvae_dataset
 
-    def parse(row):
+        folder = cdvae_dataset(dataset)
+        if split not in CDVAE_SPLITS:
+            raise ValueError(f"CDVAE split must be one of {', '.join(CDVAE_SPLITS)}, not {split!r}")
+        name = f"cdvae/cdvae/data/{folder}/{split}.csv"
+        if name not in registry():
+            shipped = sorted(k.removeprefix("cdvae/cdvae/data/").removesuffix(".csv") for k in registry()
+                             if re.fullmatch(r"cdvae/cdvae/data/[^/]+/[^/]+\.csv", k))
+            raise DatasetNotFoundError(
+                f"CDVAE's {folder} {split!r} split is not shipped with the kit (shipped: {', '.join(shipped)}). "
+                f"Fix: download data/{folder}/{split}.csv from github.com/txie-93/cdvae and pass its path, "
+                f"load_cdvae('path/to/{split}.csv')")
+        path, where = fetch(name), f"{folder} {split}"
+    df = pd.read_csv(path, nrows=n)
+    if len(df.columns) and (df.columns[0] == "" or df.columns[0].startswith("Unnamed: 0")):
+        df = df.set_index(df.columns[0]).rename_axis(None)  # CDVAE's CSVs start with pandas' index
+    missing = {"material_id", "cif"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{where}: not a CDVAE-format CSV, it has no {' and no '.join(sorted(missing))} column "
+                         f"(columns: {', '.join(map(str, df.columns))})")
+
+    def parse(i, row):
         try:
             with warnings.catch_warnings():  # pymatgen notes each coordinate it rounds; harmless here
                 warnings.filterwarnings("ignore", message="Issues encountered while parsing CIF")
                 return Structure.from_str(row.cif, fmt="cif")
         except Exception as exc:
-            raise ValueError(f"Perov-5 {split} material_id {row.material_id}: malformed CIF ({exc})") from None
+            raise ValueError(f"{where} row {i}, material_id {row.material_id}: malformed CIF ({exc})") from None
 
-    df["structure"] = [parse(r) for r in df.itertuples()]
+    df["structure"] = [parse(i, r) for i, r in enumerate(df.itertuples())]
     return df
 
 

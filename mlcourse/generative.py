@@ -30,6 +30,7 @@ generated crystals is in :mod:`mlcourse.metrics`.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -389,6 +390,11 @@ class CrystalDiffusion:
         more diverse. ``corrector`` > 0 adds one Langevin step of the coordinates at the new noise
         level with step size ``corrector * sigma^2`` (predictor-corrector sampling, Song et al. 2021).
         """
+        if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0 (1: the model's own type distribution), "
+                             f"not {temperature!r}")
+        if not (isinstance(corrector, numbers.Real) and math.isfinite(corrector) and corrector >= 0):
+            raise ValueError(f"corrector must be a finite number >= 0 (0: no Langevin corrector), not {corrector!r}")
         s, N = self.schedule, len(x.types)
         ab, beta = s.alpha_bar[t - 1], s.betas[t - 1]
         ab_prev = s.alpha_bar[t - 2] if t > 1 else torch.tensor(1.0)
@@ -425,6 +431,8 @@ class CrystalDiffusion:
               types: torch.Tensor | None = None) -> CrystalBatch:
         """Crystals at t = T: uniform coordinates, standard-normal lattice features and every type
         masked, or the given ``types`` (N,) kept visible (composition inpainting)."""
+        if len(num_atoms) == 0:
+            raise ValueError("no crystals to start: num_atoms (or compositions) is empty; give at least one")
         if min(num_atoms) < 1:
             raise ValueError(f"every crystal needs at least one atom, got {list(num_atoms)}")
         B, N = len(num_atoms), sum(num_atoms)
@@ -468,6 +476,8 @@ class CrystalDiffusion:
         elif num_atoms is None:
             if n is None:
                 raise ValueError("give num_atoms, n or compositions")
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"n must be a positive number of crystals to sample, not {n!r}")
             sizes = np.array(list(self.num_atoms_counts))
             p = np.array(list(self.num_atoms_counts.values()), dtype=float)
             num_atoms = np.random.default_rng(seed).choice(sizes, size=n, p=p / p.sum()).tolist()

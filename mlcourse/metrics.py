@@ -11,13 +11,18 @@ unit of the target they score.
 - generated crystals: CDVAE's protocol (Xie et al., ICLR 2022, scripts/compute_metrics.py and
   eval_utils.py of github.com/txie-93/cdvae), reimplemented in :func:`structure_validity`,
   :func:`composition_validity`, :func:`coverage`, :func:`property_wasserstein` and
-  :func:`generation_metrics` (lesson 08).
+  :func:`generation_metrics` (lesson 08), with the fingerprints computed over several processes
+  (:func:`structure_fingerprints`) and the reference's cached on disk (:func:`reference_fingerprints`);
+  beside them the Wasserstein distance of nearest-neighbour distances (:func:`nn_distance_wasserstein`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,7 +35,7 @@ UNITS = {
     "tier_small": "fraction", "tier_medium": "fraction", "tier_large": "fraction",
     "struct_valid": "fraction", "comp_valid": "fraction", "valid": "fraction",
     "cov_recall": "fraction", "cov_precision": "fraction",
-    "wdist_density": "g/cm³", "wdist_num_elems": "elements",
+    "wdist_density": "g/cm³", "wdist_num_elems": "elements", "wdist_nn_distance": "Å",
 }
 """The unit of each metric key with a fixed unit. Not listed: ``mae``, ``rmse`` (the target's unit),
 ``r2``, and CDVAE's fingerprint distances ``amsd_*`` and ``amcd_*`` (dimensionless)."""
@@ -112,7 +117,22 @@ def potential_error_report(pred: dict, ref: dict) -> pd.DataFrame:
 # scripts/eval_utils.py, reimplemented here (tests/test_metrics.py checks it).
 
 COV_CUTOFFS = {"perov_5": (0.2, 4.0), "carbon_24": (0.2, 4.0), "mp_20": (0.4, 10.0)}
-"""CDVAE's coverage thresholds per dataset: (delta_struc, delta_comp)."""
+"""CDVAE's coverage thresholds per dataset: (delta_struc, delta_comp), keyed by the names of its data
+folders (``data/perov_5`` etc.)."""
+
+DATASET_ALIASES = {"perovskite": "perov_5", "perov": "perov_5", "carbon": "carbon_24", "mp20": "mp_20"}
+"""CDVAE's other names for its datasets (``eval_model_name`` in scripts/compute_metrics.py, and the
+``conf/data/*.yaml`` files) -> the data folder's name used here."""
+
+
+def cdvae_dataset(name: str) -> str:
+    """The data folder's name (a key of :data:`COV_CUTOFFS`) of CDVAE dataset ``name``, which may be
+    one of CDVAE's other names (:data:`DATASET_ALIASES`); ValueError listing the known names otherwise."""
+    key = DATASET_ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in COV_CUTOFFS:
+        known = ", ".join(sorted([*COV_CUTOFFS, *DATASET_ALIASES]))
+        raise ValueError(f"unknown CDVAE dataset {name!r}: known names are {known}")
+    return key
 
 
 def structure_validity(structure, cutoff: float = 0.5, min_volume: float = 0.1) -> bool:
@@ -133,11 +153,15 @@ def composition_validity(composition, use_pauling_test: bool = True, include_all
     As in CDVAE: counts are reduced by their gcd; one element, or only metals (``include_alloys``),
     is valid; the oxidation states are SMACT's original list (``oxidation_states_smact14``, the one
     CDVAE's smact 2.x used), and a pair with a missing electronegativity passes the Pauling test.
+    A composition with a symbol that is no chemical element (``"Xx2"``, the dummy species X of a
+    still-masked atom) is not valid.
     """
     import smact
-    from pymatgen.core import Composition
+    from pymatgen.core import Composition, Element
 
     comp = Composition(composition)
+    if len(comp) == 0 or not all(isinstance(el, Element) for el in comp.elements):
+        return False
     symbols = [el.symbol for el in comp.elements]
     counts = np.array([comp[el] for el in comp.elements])
     if np.any(np.abs(counts - np.round(counts)) > 1e-8):
@@ -183,6 +207,32 @@ def structure_fingerprint(structure) -> np.ndarray | None:
             return np.mean([fp.featurize(structure, i) for i in range(len(structure))], axis=0)
     except Exception:
         return None
+
+
+STRUCTURES_PER_WORKER = 250
+"""The fewest structures :func:`structure_fingerprints` gives one process: CrystalNN takes ~0.1 s a
+five-atom crystal, and each extra process costs its start and its memory."""
+
+
+def structure_fingerprints(structures: Sequence, workers: int | None = None, progress: bool = True,
+                           desc: str = "fingerprints") -> list:
+    """:func:`structure_fingerprint` of each structure, in order, computed by up to ``workers``
+    processes (default ``os.cpu_count()``; 1: in this process), each given at least
+    :data:`STRUCTURES_PER_WORKER` structures. The numbers are the same for any ``workers``."""
+    from tqdm.auto import tqdm
+
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive number of processes, not {workers!r}")
+    bar = dict(total=len(structures), desc=desc, disable=not progress)
+    workers = min(workers, len(structures) // STRUCTURES_PER_WORKER)
+    if workers <= 1:
+        return [structure_fingerprint(s) for s in tqdm(structures, **bar)]
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunk = max(1, min(32, len(structures) // (4 * workers)))
+    with ProcessPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(structure_fingerprint, structures, chunksize=chunk), **bar))
 
 
 def composition_fingerprint(composition) -> np.ndarray:
@@ -267,36 +317,121 @@ def property_wasserstein(generated: Sequence, reference: Sequence) -> dict:
     }
 
 
+def nearest_neighbour_distances(structure) -> np.ndarray:
+    """(n_sites,) each site's distance (Å) to its nearest neighbour, periodic images (its own too)
+    included: the shortest bond of each atom."""
+    a_min = min(structure.lattice.abc)
+    if not (np.isfinite(structure.lattice.matrix).all() and a_min > 0):
+        raise ValueError(f"{structure.composition.reduced_formula}: degenerate lattice {structure.lattice.abc}")
+    # a site's image one lattice vector away is at most min(a, b, c) away: every site has a neighbour
+    # within that radius; a smaller one first, as most crystals have bonds of 1-3 Å
+    r_max = 1.001 * a_min + 1e-3
+    r = min(3.0, r_max)
+    while True:
+        centre, _, _, dist = structure.get_neighbor_list(r)
+        nearest = np.full(len(structure), np.inf)
+        np.minimum.at(nearest, centre, dist)
+        if np.isfinite(nearest).all() or r >= r_max:
+            return nearest
+        r = min(2 * r, r_max)
+
+
+def nn_distance_wasserstein(generated: Sequence, reference: Sequence) -> float:
+    """Wasserstein distance (Å) between the nearest-neighbour distances (:func:`nearest_neighbour_distances`)
+    of all sites of the ``generated`` and of the ``reference`` structures: 0 when the generated crystals'
+    bonds are as long as the reference's, large when they are squeezed or stretched."""
+    from scipy.stats import wasserstein_distance
+
+    if len(generated) == 0 or len(reference) == 0:
+        raise ValueError(f"need generated and reference structures, got {len(generated)} and {len(reference)}")
+    gen = np.concatenate([nearest_neighbour_distances(s) for s in generated])
+    ref = np.concatenate([nearest_neighbour_distances(s) for s in reference])
+    return float(wasserstein_distance(gen, ref))
+
+
 def generation_metrics(generated: Sequence, reference: Sequence, dataset: str = "perov_5",
-                       ref_fps: tuple | None = None, progress: bool = True) -> dict:
+                       ref_fps: tuple | None = None, progress: bool = True, workers: int | None = None) -> dict:
     """CDVAE's generation metrics of ``generated`` against ``reference`` (both lists of Structures):
     validity fractions (``struct_valid``, ``comp_valid``, ``valid``), coverage recall/precision
-    with the dataset's cutoffs (:data:`COV_CUTOFFS`), and Wasserstein distances over the valid
-    generated structures. ``ref_fps`` = (structure fps, scaled composition fps) skips recomputing
-    the reference fingerprints. Returns a dict; ``per_structure`` holds each sample's flags."""
-    from tqdm.auto import tqdm
-
+    with the cutoffs of ``dataset`` (:data:`COV_CUTOFFS`; CDVAE's own names such as "perovskite",
+    "carbon" and "mp20" too, :func:`cdvae_dataset`), and Wasserstein distances over the valid
+    generated structures: CDVAE's (:func:`property_wasserstein`) and that of the nearest-neighbour
+    distances, ``wdist_nn_distance`` (Å, :func:`nn_distance_wasserstein`). ``ref_fps`` = (structure
+    fps, scaled composition fps) skips recomputing the reference fingerprints. ``workers``: processes
+    for the fingerprints (:func:`structure_fingerprints`). Returns a dict; ``per_structure`` holds
+    each sample's flags."""
+    sc, cc = COV_CUTOFFS[cdvae_dataset(dataset)]  # before the minutes of fingerprinting
+    if len(generated) == 0 or len(reference) == 0:
+        raise ValueError(f"need generated and reference structures, got {len(generated)} generated "
+                         f"and {len(reference)} reference")
+    if ref_fps is not None and len(ref_fps[0]) != len(reference):
+        raise ValueError(f"ref_fps holds {len(ref_fps[0])} fingerprints for {len(reference)} reference structures")
     s_valid = np.array([structure_validity(s) for s in generated])
     c_valid = np.array([composition_validity(s.composition) for s in generated])
     # as in CDVAE, every generated crystal is fingerprinted, valid or not; None where CrystalNN fails
-    gen_s = [structure_fingerprint(s) for s in tqdm(generated, desc="fingerprints", disable=not progress)]
+    gen_s = structure_fingerprints(generated, workers, progress)
     gen_c = scale_composition_fingerprints([composition_fingerprint(s.composition) for s in generated])
     if ref_fps is None:
-        ref_fps = reference_fingerprints(reference, progress)
-    sc, cc = COV_CUTOFFS[dataset]
+        ref_fps = reference_fingerprints(reference, progress, workers)
     valid = s_valid & c_valid
     out = {"struct_valid": float(s_valid.mean()), "comp_valid": float(c_valid.mean()), "valid": float(valid.mean())}
     out |= coverage(gen_s, list(gen_c), *ref_fps, struc_cutoff=sc, comp_cutoff=cc, n_generated=len(generated))
     if valid.any():
-        out |= property_wasserstein([s for s, v in zip(generated, valid) if v], reference)
+        kept = [s for s, v in zip(generated, valid) if v]
+        out |= property_wasserstein(kept, reference)
+        out["wdist_nn_distance"] = nn_distance_wasserstein(kept, reference)
     out["per_structure"] = {"struct_valid": s_valid, "comp_valid": c_valid}
     return out
 
 
-def reference_fingerprints(reference: Sequence, progress: bool = True) -> tuple[list, np.ndarray]:
-    """(CrystalNN structure fingerprints, scaled Magpie fingerprints) of reference structures."""
-    from tqdm.auto import tqdm
+def structures_sha256(structures: Sequence) -> str:
+    """sha256 (hex) of the lattices (Å), fractional coordinates and species of ``structures``, in order."""
+    h = hashlib.sha256()
+    for s in structures:
+        h.update(np.ascontiguousarray(s.lattice.matrix, dtype=np.float64).tobytes())
+        h.update(np.ascontiguousarray(s.frac_coords, dtype=np.float64).tobytes())
+        h.update(" ".join(str(sp) for sp in s.species).encode() + b"\n")
+    return h.hexdigest()
 
-    s = [structure_fingerprint(x) for x in tqdm(reference, desc="reference fingerprints", disable=not progress)]
+
+def fingerprint_cache_dir() -> Path:
+    """Where :func:`reference_fingerprints` keeps its results: ``cache/fingerprints`` in the kit's build
+    folder (``$MLCOURSE_BUILD_DIR``, else ``build/``; :func:`mlcourse.results.build_dir`)."""
+    from .results import build_dir
+
+    return build_dir() / "cache" / "fingerprints"
+
+
+def reference_fingerprints(reference: Sequence, progress: bool = True,
+                           workers: int | None = None) -> tuple[list, np.ndarray]:
+    """(CrystalNN structure fingerprints, scaled Magpie fingerprints) of reference structures.
+
+    Computed over ``workers`` processes (:func:`structure_fingerprints`) and cached in
+    :func:`fingerprint_cache_dir`, in a file named by the sha256 of the structures, the matminer
+    version and the composition scaler's registered sha256: the same reference is fingerprinted once.
+    """
+    import matminer
+
+    from . import data
+
+    key = hashlib.sha256(f"{structures_sha256(reference)} matminer {matminer.__version__} scaler "
+                         f"{data.registry()['generative/cdvae_comp_scaler.json'].sha256}".encode()).hexdigest()
+    path = fingerprint_cache_dir() / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            s = [None if miss else row for row, miss in zip(f["struct"], f["missing"])]
+            return s, f["comp"]
+    s = structure_fingerprints(reference, workers, progress, desc="reference fingerprints")
     c = scale_composition_fingerprints([composition_fingerprint(x.composition) for x in reference])
+    missing = np.array([x is None for x in s], dtype=bool)
+    struct = np.array([np.full(61, np.nan) if x is None else x for x in s], dtype=float).reshape(len(s), -1)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, struct=struct, missing=missing, comp=c)
+        os.replace(tmp, path)  # whole or not at all, also when two runs write it at once
+    except OSError as exc:  # e.g. a read-only install: the fingerprints are still right, only not kept
+        import warnings
+
+        warnings.warn(f"reference fingerprints not cached in {path.parent}: {exc}", stacklevel=2)
     return s, c

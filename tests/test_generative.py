@@ -187,3 +187,20 @@ def test_disordered_structures_are_named_not_an_attribute_error():
     model = g.CrystalDiffusion.from_structures([rocksalt(), Structure(Lattice.cubic(3.6), ["Cu", "Au"], [[0, 0, 0], [0.5] * 3])])
     with pytest.raises(ValueError, match=r"structure 0 .* disordered at site 1"):
         model.to_batch([alloy])
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(n=0), "n must be a positive number of crystals to sample, not 0"),
+    (dict(n=-3), "n must be a positive number of crystals to sample, not -3"),
+    (dict(num_atoms=[]), "no crystals to start: num_atoms .* is empty"),
+    (dict(compositions=[]), "no crystals to start"),
+    (dict(n=2, temperature=0), r"temperature must be a finite number > 0 .* not 0"),
+    (dict(n=2, temperature=-1.0), r"temperature must be a finite number > 0 .* not -1.0"),
+    (dict(n=2, temperature=float("nan")), "temperature must be a finite number > 0"),
+    (dict(n=2, corrector=-0.1), "corrector must be a finite number >= 0"),
+])
+def test_sampling_nothing_or_at_zero_temperature_is_a_clear_error(model, kw, message):
+    with pytest.raises(ValueError, match=message):
+        model.sample(seed=0, progress=False, **kw)
+    with pytest.raises(ValueError, match=message):
+        model.trajectory(5, seed=0, progress=False, **kw)

@@ -1,5 +1,6 @@
 """Every metric (mlcourse.metrics): regression, migration-barrier tiers, CDVAE's generation metrics; no torch."""
 
+import os
 import subprocess
 import sys
 
@@ -72,6 +73,7 @@ def test_structure_validity_known_good_and_bad():
     ("SrTiO3", True), ("NaCl", True), ("Fe2O3", True), ("BaZrO3", True), ("LaAlO3", True),
     ("Fe", True), ("CuZn", True),           # one element; only metals (an alloy)
     ("NaCl2", False), ("CaF3", False), ("LiF2", False), ("KO3F", False), ("O3F", False),
+    ("Xx2", False), ("XxO", False), ("X2", False),  # no chemical element (X: a still-masked atom)
 ])
 def test_composition_validity_known_cases(formula, valid):
     assert metrics.composition_validity(formula) is valid
@@ -131,7 +133,8 @@ def test_fingerprints_and_scaler_shapes():
     assert (scaled[1] == 0).all()
 
 
-def test_generation_metrics_perfect_copy_scores_full_coverage_and_zero_distance():
+def test_generation_metrics_perfect_copy_scores_full_coverage_and_zero_distance(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCOURSE_BUILD_DIR", str(tmp_path))  # the reference fingerprints' cache
     ref = [perovskite(), perovskite(4.0, ("Ba", "Zr", "O", "O", "O")), rocksalt()]
     bad = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.0, 0, 0], [0.02, 0, 0]])
     out = metrics.generation_metrics(ref + [bad], ref, progress=False)
@@ -140,4 +143,101 @@ def test_generation_metrics_perfect_copy_scores_full_coverage_and_zero_distance(
     assert out["cov_precision"] == pytest.approx(0.75)  # the overlapping pair matches no reference
     assert out["wdist_density"] == pytest.approx(0.0, abs=1e-12)
     assert out["wdist_num_elems"] == pytest.approx(0.0, abs=1e-12)
+    assert out["wdist_nn_distance"] == pytest.approx(0.0, abs=1e-12)
     assert list(out["per_structure"]["struct_valid"]) == [True, True, True, False]
+    assert set(out) - {"per_structure", "valid"} - {k for k in out if k.startswith(("amsd", "amcd"))} <= set(metrics.UNITS)
+
+
+def test_generation_metrics_check_their_inputs_before_fingerprinting(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCOURSE_BUILD_DIR", str(tmp_path))
+
+    def no_fingerprints(*args, **kw):
+        raise AssertionError("fingerprinting started before the inputs were checked")
+
+    monkeypatch.setattr(metrics, "structure_fingerprint", no_fingerprints)
+    ref = [perovskite()]
+    with pytest.raises(ValueError, match=r"unknown CDVAE dataset 'perov5': known names are .*carbon.*perov_5.*perovskite"):
+        metrics.generation_metrics(ref, ref, "perov5", progress=False)
+    with pytest.raises(ValueError, match="got 0 generated and 1 reference"):
+        metrics.generation_metrics([], ref, progress=False)
+    with pytest.raises(ValueError, match="got 1 generated and 0 reference"):
+        metrics.generation_metrics(ref, [], progress=False)
+
+
+@pytest.mark.parametrize("name,folder", [("perov_5", "perov_5"), ("perovskite", "perov_5"), ("carbon", "carbon_24"),
+                                         ("Carbon_24", "carbon_24"), ("mp20", "mp_20"), ("mp_20", "mp_20")])
+def test_cdvae_dataset_names_map_to_the_coverage_cutoffs(name, folder):
+    assert metrics.cdvae_dataset(name) == folder
+    assert metrics.COV_CUTOFFS[folder] == {"perov_5": (0.2, 4.0), "carbon_24": (0.2, 4.0), "mp_20": (0.4, 10.0)}[folder]
+
+
+def test_nearest_neighbour_distances_are_periodic_bond_lengths():
+    # rock salt, a = 5.64 Å: every atom's nearest neighbour is a/2 away
+    np.testing.assert_allclose(metrics.nearest_neighbour_distances(rocksalt()), 2.82, atol=1e-9)
+    # one atom in a cell: its nearest neighbour is its own image, the shortest lattice vector away
+    np.testing.assert_allclose(metrics.nearest_neighbour_distances(Structure(Lattice.orthorhombic(2.5, 7, 9), ["Fe"], [[0, 0, 0]])), 2.5)
+    # a 0.3 Å pair across the cell boundary, in a large cell (the search radius grows past 3 Å)
+    close = Structure(Lattice.cubic(12.0), ["Na", "Cl"], [[0.01, 0, 0], [0.985, 0, 0]])
+    np.testing.assert_allclose(metrics.nearest_neighbour_distances(close), 0.3, atol=1e-9)
+
+
+def test_nn_distance_wasserstein_flags_squeezed_crystals():
+    ref = [perovskite(), perovskite(4.2, ("Ba", "Zr", "O", "O", "O")), rocksalt()]
+    assert metrics.nn_distance_wasserstein(ref, ref) == pytest.approx(0.0, abs=1e-12)
+    squeezed = [s.copy() for s in ref]
+    for s in squeezed:
+        s.scale_lattice(s.volume * 0.6**3)  # every bond 40 % shorter
+    mean_bond = np.mean(np.concatenate([metrics.nearest_neighbour_distances(s) for s in ref]))
+    assert metrics.nn_distance_wasserstein(squeezed, ref) == pytest.approx(0.4 * mean_bond, rel=1e-6)
+    assert metrics.nn_distance_wasserstein(squeezed, ref) > 0.7  # Å: far outside any rounding
+    with pytest.raises(ValueError, match="got 0 and 3"):
+        metrics.nn_distance_wasserstein([], ref)
+
+
+_FINGERPRINT = metrics.structure_fingerprint
+
+
+def fingerprint_and_pid(s):
+    """The fingerprint and the id of the process that computed it (module level: worker processes get it by name)."""
+    return _FINGERPRINT(s), os.getpid()
+
+
+def test_parallel_fingerprints_equal_serial_ones(monkeypatch):
+    monkeypatch.setattr(metrics, "STRUCTURES_PER_WORKER", 2)  # two processes for these eight
+    structures = [perovskite(), rocksalt(), perovskite(4.1, ("Ba", "Zr", "O", "O", "O")),
+                  Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]])] * 2
+    serial = metrics.structure_fingerprints(structures, workers=1, progress=False)
+    monkeypatch.setattr(metrics, "structure_fingerprint", fingerprint_and_pid)
+    with_pids = metrics.structure_fingerprints(structures, workers=2, progress=False)
+    parallel, pids = [x for x, _ in with_pids], {p for _, p in with_pids}
+    assert len(parallel) == len(structures) and os.getpid() not in pids  # computed by other processes
+    for a, b in zip(serial, parallel):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(serial[0], serial[1])  # the structures differ, so would misplaced results
+    with pytest.raises(ValueError, match="workers must be a positive number"):
+        metrics.structure_fingerprints(structures, workers=0)
+
+
+def test_reference_fingerprints_are_cached_by_the_structures_sha256(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCOURSE_BUILD_DIR", str(tmp_path))
+    ref = [perovskite(), rocksalt()]
+    first = metrics.reference_fingerprints(ref, progress=False, workers=1)
+    files = list((tmp_path / "cache" / "fingerprints").glob("*.npz"))
+    assert len(files) == 1 and metrics.structures_sha256(ref) != files[0].stem  # keyed by versions too
+    calls = []
+    real = metrics.structure_fingerprint
+    monkeypatch.setattr(metrics, "structure_fingerprint", lambda s: calls.append(s) or real(s))
+    second = metrics.reference_fingerprints(ref, progress=False, workers=1)
+    assert calls == []  # read from the cache
+    for a, b in zip(first[0], second[0]):
+        assert np.array_equal(a, b)
+    assert np.array_equal(first[1], second[1])
+    moved = [perovskite(3.95), rocksalt()]  # a changed input misses the cache
+    metrics.reference_fingerprints(moved, progress=False, workers=1)
+    assert len(calls) == 2 and len(list((tmp_path / "cache" / "fingerprints").glob("*.npz"))) == 2
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # the build folder is a file: nothing can be cached, the results still come
+    monkeypatch.setenv("MLCOURSE_BUILD_DIR", str(blocked))
+    with pytest.warns(UserWarning, match="not cached"):
+        third = metrics.reference_fingerprints(ref, progress=False, workers=1)
+    assert np.array_equal(third[1], first[1])

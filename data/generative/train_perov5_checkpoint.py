@@ -17,7 +17,7 @@ from mlcourse import data, generative, lesson
 def main():
     torch.manual_seed(0)
     S = lesson.settings("08_crystal_diffusion", "full")
-    train = list(data.load_perov5("val", n=S.n_train).structure)
+    train = list(data.load_cdvae("perov_5", "val", n=S.n_train).structure)
     model = generative.CrystalDiffusion.from_structures(train, T=S.steps, hidden=S.hidden, n_layers=3, seed=0)
     model.fit(train, epochs=S.epochs, batch_size=64, lr=2e-3)
     path = model.save(Path(__file__).with_name("perov5_diffusion.pt"))
