@@ -481,10 +481,15 @@ class EdgeGatedConv(nn.Module):
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """New (node, edge) features, shapes of ``h`` (n_nodes, hidden) and ``e`` (n_edges, hidden)."""
         src, dst = edge_index
-        m = self.src_gate(h)[src] + self.dst_gate(h)[dst] + self.edge_gate(e)
+        # the two linear maps of the senders in one product, gathered once per edge
+        sender = F.linear(h, torch.cat([self.src_gate.weight, self.dst_update.weight]),
+                          torch.cat([self.src_gate.bias, self.dst_update.bias])).index_select(0, src)
+        gate_src, value = sender.chunk(2, dim=-1)
+        m = torch.addmm(self.edge_gate.bias, e, self.edge_gate.weight.T).add_(gate_src).add_(
+            self.dst_gate(h).index_select(0, dst))
         sigma = torch.sigmoid(m)
         n = h.size(0)
-        total = scatter(sigma * self.dst_update(h)[src], dst, dim=0, dim_size=n, reduce="sum")
+        total = scatter(sigma * value, dst, dim=0, dim_size=n, reduce="sum")
         norm = scatter(sigma, dst, dim=0, dim_size=n, reduce="sum")
         x = self.src_update(h) + total / (norm + 1e-6)
         return h + F.silu(self.bn_nodes(x)), e + F.silu(self.bn_edges(m))
