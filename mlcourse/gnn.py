@@ -621,8 +621,9 @@ def with_readout(pretrained: GraphNet, readout: str, n_tasks: int = 1, seed: int
     from ``pretrained``'s layers up to pooling (and CGCNN's hidden layer); the head (and the attention gate)
     are freshly initialised from ``seed``. Fine-tune it next."""
     model = seeded_model(seed, pretrained.arch, **{**pretrained.config, "readout": readout, "n_tasks": n_tasks, "tasks": None})
+    # not the Gaussian centres: the new network's own come from the config (a half-precision file rounds them)
     shared = {k: v for k, v in pretrained.state_dict().items()
-              if k.split(".")[0] not in ("head", "attention", "y_mean", "y_std")}
+              if k.split(".")[0] not in ("head", "attention", "y_mean", "y_std", "centers", "angle_centers")}
     model.load_state_dict(shared, strict=False)
     return model
 

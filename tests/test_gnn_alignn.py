@@ -285,3 +285,17 @@ def test_multi_property_alignn_fine_tunes_with_a_new_head(graphs):
     ft, _ = gnn.fine_tune(m, graphs, "new_head", epochs=1, batch_size=4, progress=False)
     assert isinstance(ft, gnn.ALIGNN) and gnn.predict(ft, graphs).shape == (len(graphs),)
     assert math.isfinite(gnn.evaluate(ft, graphs)["mae"])
+
+
+@pytest.mark.parametrize("arch", ["cgcnn", "alignn"])
+def test_with_readout_takes_the_gaussian_centres_from_the_config_not_a_half_precision_file(arch, tmp_path):
+    """A half-precision checkpoint rounds the centres; a network with a new readout recomputes them, as
+    lesson 07's networks (made from the registered float16 checkpoints) always did."""
+    exact = gnn.seeded_model(0, arch)
+    half = gnn.load_model(gnn.save_model(exact, tmp_path / "half.pt", half=True))
+    assert not torch.equal(half.centers, exact.centers)
+    new = gnn.with_readout(half, "attention")
+    assert torch.equal(new.centers, exact.centers)
+    assert torch.equal(new.state_dict()["embedding.weight"], half.state_dict()["embedding.weight"])
+    if arch == "alignn":
+        assert torch.equal(new.angle_centers, exact.angle_centers)
