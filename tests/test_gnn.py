@@ -272,8 +272,29 @@ def test_multi_property_pretraining_has_one_head_per_property_and_fine_tunes(gra
     assert m.tasks == ["a", "b"] and gnn.predict(m, graphs).shape == (len(graphs), 2)
     merged = gnn.multi_property_dataset(sets)
     assert torch.isnan(merged[0].y[0, 1]) and not torch.isnan(merged[0].y[0, 0])
-    ft, _ = gnn.fine_tune(m, graphs, "all", epochs=1, progress=False)
+    ft, _ = gnn.fine_tune(m, graphs, "new_head", epochs=1, progress=False)
     assert ft.config["n_tasks"] == 1 and gnn.predict(ft, graphs).shape == (len(graphs),)
+
+
+def test_each_strategy_means_its_name_on_a_multi_head_model(graphs):
+    """'all' keeps the pre-trained head: a two-head model has none that fits one target, so it raises naming
+    the strategy that does what it used to do silently; the others train a new one-output head."""
+    m, _ = gnn.pretrain({"a": graphs[:12], "b": graphs[12:]}, epochs=1, progress=False,
+                        model_kwargs={"hidden": 16, "fc_hidden": 16})
+    with pytest.raises(ValueError, match=r"'all' keeps the pre-trained head, but it has 2 output\(s\) \(a, b\) .*"
+                                         r"use strategy 'new_head'"):
+        gnn.fine_tune(m, graphs, "all", epochs=1, progress=False)
+    for strategy in ("new_head", "last_layer", "conv"):
+        ft = gnn.prepare_fine_tune(m, strategy, seed=1)
+        assert ft.config["n_tasks"] == 1 and ft.head.out_features == 1, strategy
+        trainable = {k.split(".")[0] for k, p in ft.named_parameters() if p.requires_grad}
+        assert trainable == {"new_head": {"embedding", "convs", "fc", "head"}, "last_layer": {"head"},
+                             "conv": {"convs", "fc", "head"}}[strategy]
+    assert torch.equal(gnn.prepare_fine_tune(m, "new_head", seed=1).head.weight,
+                       gnn.prepare_fine_tune(m, "last_layer", seed=1).head.weight)  # the same new head
+    # a one-head model keeps its head under 'all'
+    single = gnn.prepare_fine_tune(m, "new_head")
+    assert torch.equal(gnn.prepare_fine_tune(single, "all").head.weight, single.head.weight)
 
 
 # ------------------------------------------------------------------ readouts (input designs)
