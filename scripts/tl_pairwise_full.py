@@ -55,7 +55,7 @@ def main(out: str) -> None:
             print(pt, "->", p, res["pairwise"][f"{pt}->{p}"], f"{time.perf_counter() - t0:.0f} s", flush=True)
         with open(out, "w") as fh:  # partial results after each property
             json.dump(res, fh, indent=1)
-    model, h = gnn.fine_tune(mpt, ft["ebg"], "all", seed=SEED, **FT)
+    model, h = gnn.fine_tune(mpt, ft["ebg"], "new_head", seed=SEED, **FT)
     res["mpt->ebg"] = score(model, "ebg", test["ebg"]) | {"epochs": len(h.train_loss)}
     print("MPT -> ebg", res["mpt->ebg"], flush=True)
     r2 = [100 * (res["pairwise"][f"{pt}->{p}"]["r2"] - res["scratch"][p]["r2"]) / abs(res["scratch"][p]["r2"]) for pt in PT_PROPS for p in FT_PROPS]
