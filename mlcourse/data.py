@@ -405,8 +405,8 @@ MLEARN_DIR = "mlip/mlearn"
 
 def mlearn_elements() -> list[str]:
     """The elements whose mlearn data (training and test split) the registry lists, e.g. ``['Ge', 'Li', 'Si']``."""
-    found = {m.group(1) for name in registry() if (m := re.fullmatch(rf"{MLEARN_DIR}/(\w+)/(training|test)\.json", name))}
-    return sorted(found)
+    pattern = re.compile(rf"{MLEARN_DIR}/(\w+)/(training|test)\.json")
+    return sorted({m.group(1) for name in registry() if (m := pattern.fullmatch(name))})
 
 
 def mlearn_stress(virial_stress) -> np.ndarray:

@@ -405,7 +405,8 @@ def test_an_extxyz_file_loads_with_its_labels_unchanged(tmp_path):
     ({"forces": None}, "no forces"),
     ({"energy": None}, "no energy"),
     ({"stress": None}, "no stress"),
-    ({"forces": np.full((4, 3), np.nan)}, r"forces must be finite numbers of shape \(4, 3\), got shape \(4, 3\) with NaN"),
+    ({"forces": np.full((4, 3), np.nan)}, r"forces must be finite numbers of shape \(4, 3\), got shape \(4, 3\) "
+                                          "with NaN"),
     ({"forces": np.full((4, 3), np.inf)}, "forces must be finite numbers"),
     ({"energy": np.nan}, "energy must be finite numbers"),
 ])

@@ -132,9 +132,8 @@ def test_repair_mtp_makes_a_motep_020_file_readable(tmp_path):
 @pytest.mark.slow
 def test_tiny_mtp_beats_a_constant_energy_per_atom(si_training, tmp_path):
     frames = si_training[::11]  # 20 configurations from every group, 8-64 atoms
-    steps = list(potentials.DEFAULT_STEPS)
-    steps[1] = {**steps[1], "kwargs": {"method": "L-BFGS-B", "options": {"maxiter": 15}}}
-    calc = potentials.train_mtp(frames, level=6, steps=steps, workdir=tmp_path)
+    calc, losses = potentials.train_mtp(frames, level=6, maxiter=15, workdir=tmp_path, progress=False)
+    assert 4 <= len(losses) <= 15 + 3 and losses[-1] < 0.01 * losses[0]  # start, linear fit, iterations, refit
 
     e_dft = np.array([a.get_potential_energy() / len(a) for a in frames])
     e_mtp, f_err = [], []
@@ -153,6 +152,57 @@ def test_tiny_mtp_beats_a_constant_energy_per_atom(si_training, tmp_path):
     b = frames[0].copy()
     b.calc = reloaded
     assert b.get_potential_energy() / len(b) == pytest.approx(e_mtp[0], abs=1e-9)
+
+
+def _emt_cu(n: int, seed: int = 0) -> list:
+    """``n`` rattled 4-atom Cu cells with EMT energy, forces and stress on SinglePointCalculators."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames, rng = [], np.random.default_rng(seed)
+    for _ in range(n):
+        a = bulk("Cu", "fcc", a=rng.uniform(3.55, 3.65), cubic=True)
+        a.positions += rng.normal(scale=0.05, size=a.positions.shape)
+        a.calc = EMT()
+        a.calc = SinglePointCalculator(a, energy=a.get_potential_energy(), forces=a.get_forces(), stress=a.get_stress())
+        frames.append(a)
+    return frames
+
+
+def test_train_mtp_is_the_three_step_motep_fit_and_records_each_iteration(tmp_path):
+    """The same fit as motep's Trainer given the steps by hand (as the lessons did before ``maxiter``)."""
+    from motep.train.trainer import Trainer
+
+    frames = _emt_cu(6)
+    calc, losses = potentials.train_mtp(frames, level=6, max_dist=4.5, maxiter=8, seed=3, progress=False)
+    steps = [{"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]},
+             {"method": "minimize", "optimized": ["species_coeffs", "moment_coeffs", "radial_coeffs"],
+              "kwargs": {"method": "L-BFGS-B", "options": {"maxiter": 8}}},
+             {"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]}]
+    assert potentials.mtp_steps(8) == steps
+    path = tmp_path / "initial.mtp"
+    path.write_text(potentials.untrained_mtp(6, ["Cu"], round(potentials.min_distance(frames) - 0.05, 2), 4.5))
+    by_hand = potentials.read_mtp(path)
+    by_hand.species = [29]
+    Trainer(by_hand, rng=np.random.default_rng(3), loss=None, steps=steps).train(frames)
+    for key in ("species_coeffs", "moment_coeffs", "radial_coeffs"):
+        np.testing.assert_array_equal(getattr(calc.engine.mtp_data, key), getattr(by_hand, key))
+    assert 4 <= len(losses) <= 8 + 3 and all(np.isfinite(losses))
+    assert all(b <= a for a, b in zip(losses, losses[1:]))  # linear fits are optimal, L-BFGS-B steps go downhill
+    again, losses_again = potentials.train_mtp(frames, level=6, max_dist=4.5, maxiter=8, seed=3, progress=False)
+    assert losses_again == losses and np.array_equal(again.engine.mtp_data.parameters, calc.engine.mtp_data.parameters)
+    import logging
+
+    assert not logging.getLogger("motep.optimizers.scipy").handlers  # the loss log is removed after the fit
+
+
+def test_train_mtp_maxiter_zero_is_the_linear_fit_alone():
+    assert potentials.mtp_steps(0) == [{"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]}]
+    _, losses = potentials.train_mtp(_emt_cu(4), level=6, max_dist=4.5, maxiter=0, progress=False)
+    assert len(losses) == 2 and losses[1] < losses[0]  # the random start, the linear fit
+    with pytest.raises(ValueError, match="maxiter must be >= 0"):
+        potentials.mtp_steps(-1)
 
 
 # --------------------------------------------------------------------------- MACE / NequIP wrappers
