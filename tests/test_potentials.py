@@ -205,6 +205,53 @@ def test_train_mtp_maxiter_zero_is_the_linear_fit_alone():
         potentials.mtp_steps(-1)
 
 
+def _lesson_03_table(train: list, test: list) -> "pd.DataFrame":
+    """Lesson 03's training and error-table calls (section 3-4) at a tiny size: MTP, NequIP and MACE."""
+    from mlcourse import metrics
+
+    calcs = {"MTP": potentials.train_mtp(train, level=6, max_dist=4.5, maxiter=10, seed=0, progress=False,
+                                         weights={"energy_weight": 1.0, "forces_weight": 0.01, "stress_weight": 0.001})[0]}
+    with potentials.float64():
+        for name, build in [("NequIP", potentials.nequip_model), ("MACE", potentials.mace_model)]:
+            model = build(train, r_max=4.0, seed=0)
+            history = potentials.train_potential(model, train, epochs=2, lr=1e-2, batch_size=2, seed=0, progress=False)
+            assert len(history.train_loss) == 2 and all(np.isfinite(history.train_loss))
+            calcs[name] = potentials.calculator(model)
+        report = potentials.error_table(calcs, test)
+    assert list(report.index) == ["MTP", "NequIP", "MACE"]
+    assert np.isfinite(report.to_numpy()).all() and (report.to_numpy() >= 0).all()
+    assert "energy_mae (meV/atom)" in metrics.with_units(report).columns
+    return report
+
+
+def _constant_energy_mae(train: list, test: list) -> float:
+    """MAE (meV/atom) of predicting every test energy per atom by the training mean: the bar a fit must clear."""
+    mean = np.mean([a.get_potential_energy() / len(a) for a in train])
+    return 1000 * float(np.mean([abs(a.get_potential_energy() / len(a) - mean) for a in test]))
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_lesson_03_training_and_error_table_run_on_germanium():
+    train = data.load_mlearn("Ge", "training")[::40]  # 6 configurations, most of them 64-atom AIMD snapshots
+    test = data.load_mlearn("Ge", "test")[:3]
+    assert {s for a in train + test for s in a.get_chemical_symbols()} == {"Ge"} and len(train) == 6
+    report = _lesson_03_table(train, test)
+    assert report.loc["MTP", "energy_mae"] < _constant_energy_mae(train, test)
+
+
+@pytest.mark.slow
+def test_lesson_03_training_and_error_table_run_on_a_user_extxyz_file(tmp_path):
+    from ase.io import write
+
+    frames = _emt_cu(8, seed=5)  # EMT labels on SinglePointCalculators, as a user's DFT data would carry them
+    write(tmp_path / "my_data.extxyz", frames)
+    loaded = data.load_mlearn(tmp_path / "my_data.extxyz")
+    np.testing.assert_allclose([a.get_stress() for a in loaded], [a.get_stress() for a in frames], atol=1e-12)
+    report = _lesson_03_table(loaded[:6], loaded[6:])
+    assert report.loc["MTP", "force_mae"] < np.mean(np.abs(np.concatenate([a.get_forces() for a in loaded[6:]])))
+
+
 # --------------------------------------------------------------------------- MACE / NequIP wrappers
 
 
