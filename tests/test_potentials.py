@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 
@@ -185,7 +187,8 @@ def test_train_mtp_is_the_three_step_motep_fit_and_records_each_iteration(tmp_pa
     path.write_text(potentials.untrained_mtp(6, ["Cu"], round(potentials.min_distance(frames) - 0.05, 2), 4.5))
     by_hand = potentials.read_mtp(path)
     by_hand.species = [29]
-    Trainer(by_hand, rng=np.random.default_rng(3), loss=None, steps=steps).train(frames)
+    with contextlib.chdir(tmp_path), contextlib.redirect_stdout(io.StringIO()):  # motep writes intermediate_*.mtp
+        Trainer(by_hand, rng=np.random.default_rng(3), loss=None, steps=steps).train(frames)
     for key in ("species_coeffs", "moment_coeffs", "radial_coeffs"):
         np.testing.assert_array_equal(getattr(calc.engine.mtp_data, key), getattr(by_hand, key))
     assert 4 <= len(losses) <= 8 + 3 and all(np.isfinite(losses))
