@@ -183,7 +183,7 @@ def train_mtp(frames: list, level: int = 8, max_dist: float = 5.0, radial_basis_
     draws the random start; the fit is deterministic. ``progress`` shows a bar over the iterations (a linear
     fit counts one).
 
-    Returns the calculator and the loss history (motep's loss, dimensionless): at the random start, after
+    Returns the calculator and the loss history (motep's weighted loss above): at the random start, after
     the linear fit, after each L-BFGS-B iteration and after the refit (``maxiter`` + 3 entries at most;
     2 for ``maxiter=0``). In ``workdir`` (default: a temporary folder, deleted)
     motep leaves ``intermediate_<step>.mtp`` and this writes ``initial.mtp`` and ``final.mtp``; reload the
