@@ -24,6 +24,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.util import find_spec
@@ -399,49 +400,153 @@ def load_matbench_structures(task: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- potentials
 
 
-def load_mlearn(element: str, split: str = "training") -> list:
-    """mlearn DFT data (Zuo et al. 2020) as ASE Atoms with energy (eV), forces (eV/Å) and stress attached.
+MLEARN_DIR = "mlip/mlearn"
 
-    The stress is in ASE's convention: Voigt (xx, yy, zz, yz, xz, xy), eV/Å³, positive = tensile.
+
+def mlearn_elements() -> list[str]:
+    """The elements whose mlearn data (training and test split) the registry lists, e.g. ``['Ge', 'Li', 'Si']``."""
+    pattern = re.compile(rf"{MLEARN_DIR}/(\w+)/(training|test)\.json")
+    return sorted({m.group(1) for name in registry() if (m := pattern.fullmatch(name))})
+
+
+def mlearn_stress(virial_stress) -> np.ndarray:
+    """ASE's stress (Voigt xx, yy, zz, yz, xz, xy; eV/Å³; positive = tensile) from mlearn's ``virial_stress``.
+
     mlearn's ``virial_stress`` is VASP's stress in kBar, ordered (xx, yy, zz, xy, yz, zx) and
     positive = compressive, so ``stress = -0.1 GPa * virial_stress[[0, 1, 2, 4, 5, 3]]``. Evidence: on
     the Si and Ge ``Elastic`` strain series (54 neighbouring pairs each, shears included) the DFT
     energy change equals V σ:Δε of the converted stress to 1%, whereas reading ``virial_stress`` as
     GPa, as a virial in eV or in ASE's component order misses by 25% or more.
-    Each Atoms' ``info`` holds ``group`` and ``description``. Raises ValueError naming the entry
-    for a missing, NaN, infinite or misshapen energy, forces or stress.
     """
-    from ase.calculators.singlepoint import SinglePointCalculator
     from ase.units import GPa
+
+    return -0.1 * GPa * np.asarray(virial_stress, dtype=float)[[0, 1, 2, 4, 5, 3]]
+
+
+def load_mlearn(source: str | Path, split: str | None = None) -> list:
+    """DFT frames as ASE Atoms with energy (eV), forces (eV/Å) and stress (eV/Å³) on their calculators.
+
+    ``source`` is an element whose mlearn data (Zuo et al. 2020) the course ships (:func:`mlearn_elements`;
+    ``split`` ``"training"``, the default, or ``"test"``), or a path to a file of your own: an
+    mlearn-format JSON (``.json``: a list of entries with ``structure`` (a pymatgen Structure dict) and
+    ``outputs`` ``energy`` (eV), ``forces`` (n×3, eV/Å) and ``virial_stress`` (6, VASP's kBar), as
+    in mlearn's ``data/<element>/*.json``), or any other file that ``ase.io.read`` reads with energy,
+    forces and stress, such as extended XYZ (``ase.io.write`` of Atoms with a SinglePointCalculator
+    writes one). A path is the whole data set: give no ``split``.
+
+    Stresses follow ASE's convention: Voigt (xx, yy, zz, yz, xz, xy), eV/Å³, positive = tensile;
+    mlearn's ``virial_stress`` is converted by :func:`mlearn_stress`, and an ASE file is taken as it
+    is (ASE writes and reads its own convention). Each Atoms' ``info`` holds ``group`` and
+    ``description`` (for an ASE file: its ``config_type``, if any, and ""). ValueError naming the entry
+    (JSON) or frame (ASE file) for a missing, NaN, infinite or misshapen energy, forces or stress;
+    ValueError listing the shipped elements for an element the course does not ship.
+    """
+    if isinstance(source, str) and re.fullmatch(r"[A-Z][a-z]?", source):  # an element symbol, never a path
+        shipped = mlearn_elements()
+        if split is None:
+            split = "training"
+        if split not in ("training", "test"):
+            raise ValueError(f"split must be 'training' or 'test', not {split!r}")
+        if source not in shipped:
+            raise ValueError(f"the course ships no mlearn data for {source!r}; it ships {', '.join(shipped)}. "
+                             f"For other data pass a path: load_mlearn('path/to/{split}.json') reads any "
+                             "mlearn-format JSON (e.g. mlearn's data/<element>/ files), load_mlearn('my.extxyz') "
+                             "an extended XYZ file")
+        path, label = fetch(f"{MLEARN_DIR}/{source}/{split}.json"), f"mlearn {source}/{split}"
+    else:
+        path = Path(source).expanduser()
+        if split is not None:
+            raise ValueError(f"split={split!r} applies to a shipped element; the file {path} is read whole")
+        if not path.is_file():
+            raise FileNotFoundError(f"no file {path} (from {os.getcwd()}); pass a path to an mlearn-format JSON or "
+                                    f"an extxyz file, or one of the shipped elements {', '.join(mlearn_elements())}")
+        label = str(path)
+    if path.suffix == ".json":
+        frames = list(_mlearn_entries(path, label))
+    else:
+        frames = list(_ase_frames(path, label))
+    if not frames:
+        raise ValueError(f"{label}: no frames")
+    return frames
+
+
+def _ase_frames(path: Path, label: str) -> Iterator:
+    """The frames of a file that ``ase.io.read`` reads (e.g. extxyz) with their labels, checked one by one."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import read
+
+    try:
+        images = read(path, index=":")
+    except Exception as exc:  # ASE raises many types for a file it cannot parse
+        raise ValueError(f"{label}: ASE cannot read it ({type(exc).__name__}: {exc}); an mlearn-format file must "
+                         "end in .json, any other file is read with ase.io.read (extxyz, ...)") from None
+    for i, atoms in enumerate(images):
+        where = f"{label} frame {i} ({atoms.get_chemical_formula()})"
+        results = atoms.calc.results if atoms.calc is not None else {}
+        lacking = [k for k in ("energy", "forces", "stress") if k not in results]
+        if lacking:
+            raise ValueError(f"{where}: no {', '.join(lacking)}; each frame needs an energy (eV), forces (n×3, "
+                             "eV/Å) and a stress (eV/Å³, + = tensile), as ase.io.write stores them from a "
+                             "calculator (extxyz: info key 'energy' and 'stress', per-atom array 'forces'): "
+                             "remove the frame or add them")
+        stress = np.asarray(results["stress"], dtype=float)
+        if stress.shape == (3, 3):
+            stress = stress.reshape(9)[[0, 4, 8, 5, 2, 1]]  # Voigt (xx, yy, zz, yz, xz, xy)
+        _check_labels(where, len(atoms), energy=results["energy"], forces=results["forces"], stress=stress)
+        atoms.calc = SinglePointCalculator(atoms, energy=float(results["energy"]), forces=np.asarray(
+            results["forces"], dtype=float), stress=stress)
+        atoms.info.setdefault("group", str(atoms.info.get("config_type", "")))
+        atoms.info.setdefault("description", "")
+        yield atoms
+
+
+def _check_labels(where: str, n_atoms: int, **labels) -> None:
+    """ValueError naming ``where`` unless energy is a finite number, forces finite n×3, stresses finite 6-vectors."""
+    shapes = {"energy": (), "forces": (n_atoms, 3), "virial_stress": (6,), "stress": (6,)}
+    for key, value in labels.items():
+        try:
+            value = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {key} must be numbers, got {value!r}: remove the entry or fix it") from None
+        shape = shapes[key]
+        if value.shape != shape or not np.isfinite(value).all():
+            raise ValueError(f"{where}: {key} must be finite numbers of shape {shape}, got shape {value.shape}"
+                             f"{'' if value.shape != shape else ' with NaN or inf'}: remove the entry or fix it")
+
+
+def _mlearn_entries(path: Path, label: str) -> Iterator:
+    """The entries of an mlearn-format JSON file as ASE Atoms (see :func:`load_mlearn`), checked one by one."""
+    from ase.calculators.singlepoint import SinglePointCalculator
     from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    if split not in ("training", "test"):
-        raise ValueError(f"split must be 'training' or 'test', not {split!r}")
-    with open(fetch(f"mlip/mlearn/{element}/{split}.json")) as fh:
-        entries = json.load(fh)
-    frames = []
+    with open(path) as fh:
+        try:
+            entries = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{label}: not a JSON file ({exc})") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"{label}: an mlearn-format file holds a JSON list of entries, not a {type(entries).__name__}")
     for i, e in enumerate(entries):
-        where = f"mlearn {element}/{split} entry {i} ({e.get('group', '?')})"
+        if not isinstance(e, dict):
+            raise ValueError(f"{label} entry {i}: an entry is a JSON object (structure, outputs), not {e!r:.60}")
+        where = f"{label} entry {i} ({e.get('group', '?')})"
         outputs = e.get("outputs", {})
         lacking = [k for k in ("energy", "forces", "virial_stress") if k not in outputs]
         if lacking or "structure" not in e:
             raise ValueError(f"{where}: no {', '.join(lacking) or 'structure'}; each entry needs a structure and "
                              "outputs energy (eV), forces (n×3, eV/Å) and virial_stress (6, kBar): remove it or add them")
-        atoms = AseAtomsAdaptor.get_atoms(Structure.from_dict(e["structure"]))
-        energy = np.asarray(outputs["energy"], dtype=float)
-        forces = np.asarray(outputs["forces"], dtype=float)
-        virial = np.asarray(outputs["virial_stress"], dtype=float)
-        for key, value, shape in (("energy", energy, ()), ("forces", forces, (len(atoms), 3)),
-                                  ("virial_stress", virial, (6,))):
-            if value.shape != shape or not np.isfinite(value).all():
-                raise ValueError(f"{where}: {key} must be finite numbers of shape {shape}, got shape {value.shape}"
-                                 f"{'' if value.shape != shape else ' with NaN or inf'}: remove the entry or fix it")
-        stress = -0.1 * GPa * virial[[0, 1, 2, 4, 5, 3]]  # VASP kBar (xx,yy,zz,xy,yz,zx) -> ASE eV/Å³
-        atoms.calc = SinglePointCalculator(atoms, energy=float(energy), forces=forces, stress=stress)
-        atoms.info.update(group=e["group"], description=e.get("description", ""))
-        frames.append(atoms)
-    return frames
+        try:
+            atoms = AseAtomsAdaptor.get_atoms(Structure.from_dict(e["structure"]))
+        except Exception as exc:
+            raise ValueError(f"{where}: malformed structure ({type(exc).__name__}: {exc})") from None
+        _check_labels(where, len(atoms), energy=outputs["energy"], forces=outputs["forces"],
+                      virial_stress=outputs["virial_stress"])
+        atoms.calc = SinglePointCalculator(atoms, energy=float(outputs["energy"]),
+                                           forces=np.asarray(outputs["forces"], dtype=float),
+                                           stress=mlearn_stress(outputs["virial_stress"]))
+        atoms.info.update(group=e.get("group", ""), description=e.get("description", ""))
+        yield atoms
 
 
 CDVAE_SPLITS = ("train", "val", "test")

@@ -4,7 +4,7 @@ motep 0.2.0 ships no untrained MTP level files, so :func:`untrained_mtp` writes 
 writer puts ``radial_coeffs`` before ``radial_funcs_count``, which its own reader rejects, so
 :func:`repair_mtp` reorders a file that ``motep train`` wrote. :func:`train_mtp` trains on a
 list of ASE Atoms (energy eV, forces eV/Å, stress eV/Å³ on their calculators, e.g. from
-:func:`mlcourse.data.load_mlearn`) and returns motep's ASE calculator.
+:func:`mlcourse.data.load_mlearn`) and returns motep's ASE calculator and the loss history.
 
 Training data for other codes: ``ase.io.write("train.xyz", frames)`` already writes energy,
 forces and stress to extended XYZ, so the course has no wrapper for it.
@@ -13,8 +13,8 @@ forces and stress to extended XYZ, so the course has no wrapper for it.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
+import logging
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -60,14 +60,38 @@ MTP_LEVELS = {
          "0, 20, 24, 25, 26, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40"),
 }
 
-# Fast default, in motep's step format (scipy methods go through "minimize"): a linear fit of the
-# energy offsets and moment coefficients, a short L-BFGS-B over all parameters, a linear refit.
-DEFAULT_STEPS = (
-    {"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]},
-    {"method": "minimize", "optimized": ["species_coeffs", "moment_coeffs", "radial_coeffs"],
-     "kwargs": {"method": "L-BFGS-B", "options": {"maxiter": 100}}},
-    {"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]},
-)
+def mtp_steps(maxiter: int) -> list[dict]:
+    """The optimisation of :func:`train_mtp`, in motep's step format (scipy methods go through "minimize").
+
+    A linear least-squares fit of the energy offsets and moment coefficients, ``maxiter`` L-BFGS-B
+    iterations over all parameters (the radial functions too), a linear refit; ``maxiter=0``: the first
+    linear fit alone (the radial functions keep their random start).
+    """
+    if maxiter < 0:
+        raise ValueError(f"maxiter must be >= 0, not {maxiter}")
+    lls = {"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]}
+    if maxiter == 0:
+        return [lls]
+    return [lls, {"method": "minimize", "optimized": ["species_coeffs", "moment_coeffs", "radial_coeffs"],
+                  "kwargs": {"method": "L-BFGS-B", "options": {"maxiter": maxiter}}}, dict(lls)]
+
+
+class _LossLog(logging.Handler):
+    """Collects the loss that motep's callback logs ("loss %d: %s") at the start of each step of a fit and
+    after each of its iterations (a linear fit: one), and moves a progress bar one iteration on."""
+
+    def __init__(self, bar) -> None:
+        super().__init__(logging.INFO)
+        self.losses: list[float] = []
+        self.bar = bar
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg != "loss %d: %s" or (record.args[0] == 0 and self.losses):
+            return  # a step's start repeats the previous step's end
+        self.losses.append(float(record.args[1]))
+        if record.args[0] > 0:
+            self.bar.update()
+        self.bar.set_postfix(loss=f"{self.losses[-1]:.4g}")
 
 
 class MTPCalculator(MTP):
@@ -145,19 +169,33 @@ def load_mtp(path: str | Path, species: list[str], engine: str = "cext"):
 
 
 def train_mtp(frames: list, level: int = 8, max_dist: float = 5.0, radial_basis_size: int = 8,
-              min_dist: float | None = None, steps=DEFAULT_STEPS, weights: dict | None = None,
-              seed: int = 1, workdir: str | Path | None = None, engine: str = "cext"):
-    """Train an MTP with motep on ASE Atoms carrying energy/forces/stress; returns its ASE calculator.
+              min_dist: float | None = None, maxiter: int = 100, weights: dict | None = None, seed: int = 1,
+              workdir: str | Path | None = None, engine: str = "cext",
+              progress: bool = True) -> tuple[MTPCalculator, list[float]]:
+    """Train an MTP with motep on ASE Atoms carrying energy/forces/stress; returns its ASE calculator and the loss.
 
-    ``min_dist`` defaults to the shortest distance in ``frames`` (Å). ``steps`` are motep's
-    optimisation steps (see DEFAULT_STEPS; ``kwargs.options.maxiter`` bounds a scipy step), ``weights``
-    motep's loss settings (defaults: energy 1, forces 0.01, stress 0.001). In ``workdir`` (default:
-    a temporary folder, deleted) motep leaves ``intermediate_<step>.mtp`` and this writes
-    ``initial.mtp`` and ``final.mtp``; reload the latter with :func:`load_mtp`.
+    ``level`` (6, 8 or 10) sets the moment-tensor basis, ``max_dist`` the cutoff (Å), ``radial_basis_size``
+    the Chebyshev polynomials per radial function; ``min_dist`` (Å) defaults to the shortest distance in
+    ``frames`` minus 0.05. The fit is :func:`mtp_steps`: a linear fit, ``maxiter`` L-BFGS-B iterations on
+    all parameters, a linear refit. ``weights`` are motep's loss settings (``motep.loss.LossSetting``;
+    its defaults: energy_weight 1 on (ΔE/N)² (eV/atom), forces_weight 0.01 on |ΔF|² per atom (eV/Å),
+    stress_weight 0.001 on the virial per atom (VΔσ/N, eV), each a mean over configurations). ``seed``
+    draws the random start; the fit is deterministic. ``progress`` shows a bar over the iterations (a linear
+    fit counts one).
+
+    Returns the calculator and the loss history (motep's weighted loss above): at the random start, after
+    the linear fit, after each L-BFGS-B iteration and after the refit (``maxiter`` + 3 entries at most;
+    2 for ``maxiter=0``). In ``workdir`` (default: a temporary folder, deleted)
+    motep leaves ``intermediate_<step>.mtp`` and this writes ``initial.mtp`` and ``final.mtp``; reload the
+    latter with :func:`load_mtp`.
     """
+    from tqdm.auto import tqdm
+
     species = sorted({s for a in frames for s in a.get_chemical_symbols()}, key=atomic_numbers.get)
     if min_dist is None:
         min_dist = round(min_distance(frames) - 0.05, 2)
+    steps = mtp_steps(maxiter)
+    scipy_log = logging.getLogger("motep.optimizers.scipy")
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mtp_"))
@@ -166,13 +204,24 @@ def train_mtp(frames: list, level: int = 8, max_dist: float = 5.0, radial_basis_
         (workdir / "initial.mtp").write_text(untrained_mtp(level, species, min_dist, max_dist, radial_basis_size))
         mtp_data = read_mtp(workdir / "initial.mtp")
         mtp_data.species = [atomic_numbers[s] for s in species]
-        trainer = Trainer(mtp_data, rng=np.random.default_rng(seed), engine=engine, loss=weights,
-                          steps=copy.deepcopy(list(steps)))
-        # motep writes intermediate_<step>.mtp into the cwd and prints step timings
-        with contextlib.chdir(workdir), contextlib.redirect_stdout(io.StringIO()):
-            trainer.train(frames)
+        trainer = Trainer(mtp_data, rng=np.random.default_rng(seed), engine=engine, loss=weights, steps=steps)
+        bar = stack.enter_context(tqdm(total=maxiter + 2 if maxiter else 1, desc=f"MTP level {level} fit",
+                                       unit="it", leave=False, disable=not progress))
+        log = _LossLog(bar)
+        level_before, propagate_before = scipy_log.level, scipy_log.propagate
+        scipy_log.addHandler(log)
+        scipy_log.setLevel(logging.INFO)
+        scipy_log.propagate = False  # the losses go to the history and the bar only
+        try:
+            # motep writes intermediate_<step>.mtp into the cwd and prints step timings
+            with contextlib.chdir(workdir), contextlib.redirect_stdout(io.StringIO()):
+                trainer.train(frames)
+        finally:
+            scipy_log.removeHandler(log)
+            scipy_log.setLevel(level_before)
+            scipy_log.propagate = propagate_before
         write_mtp(workdir / "final.mtp", mtp_data, legacy=True)  # legacy layout: readable by motep and mlip-2
-    return MTPCalculator(mtp_data, engine=engine)
+    return MTPCalculator(mtp_data, engine=engine), log.losses
 
 
 # --------------------------------------------------------------------------------------------

@@ -386,6 +386,89 @@ def test_mlearn_file_with_good_labels_loads(tmp_path, fake_fetch):
     assert len(frames) == 2 and frames[1].get_forces()[0, 2] == pytest.approx(0.1)
 
 
+def test_an_unshipped_element_lists_the_shipped_ones_and_the_way_to_a_file():
+    assert data.mlearn_elements() == ["Ge", "Li", "Si"]
+    with pytest.raises(ValueError, match=r"ships no mlearn data for 'Cu'; it ships Ge, Li, Si\. .*pass a path"):
+        data.load_mlearn("Cu")
+    with pytest.raises(ValueError, match="split must be 'training' or 'test'"):
+        data.load_mlearn("Si", "val")
+
+
+def test_a_path_is_read_as_a_file_never_as_a_registry_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "fetch", lambda name: pytest.fail(f"fetch({name!r}) called for a path"))
+    path = _mlearn_file(tmp_path, lambda p: p)  # an mlearn-format file of one's own
+    for source in (path, str(path)):
+        frames = data.load_mlearn(source)
+        assert len(frames) == 2 and frames[1].info["group"] == "Vacancy"
+    np.testing.assert_allclose(frames[0].get_stress(), data.mlearn_stress([1, 1, 1, 0, 0, 0]))
+    assert frames[0].get_stress()[0] < 0  # 1 kBar of VASP (compressive) stress is a negative ASE stress
+    with pytest.raises(ValueError, match="applies to a shipped element"):
+        data.load_mlearn(path, "test")
+    with pytest.raises(FileNotFoundError, match=r"no file .*Si/training\.json.*shipped elements Ge, Li, Si"):
+        data.load_mlearn(tmp_path / "Si" / "training.json")
+
+
+@pytest.mark.parametrize("key", ["energy", "forces"])
+def test_a_user_mlearn_file_without_a_label_names_the_entry(tmp_path, key):
+    path = _mlearn_file(tmp_path, lambda p: p, **{key: None})
+    with pytest.raises(ValueError, match=rf"mlearn\.json entry 1 \(Vacancy\): no {key}; each entry needs"):
+        data.load_mlearn(path)
+
+
+def _extxyz(tmp_path, n=3, **bad):
+    """An extxyz file of ``n`` EMT-labelled Cu cells written with ASE; ``bad`` replaces frame 1's labels."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    frames = []
+    for i in range(n):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True)
+        a.rattle(0.05, seed=i)
+        a.calc = EMT()
+        labels = {"energy": a.get_potential_energy(), "forces": a.get_forces(), "stress": a.get_stress()}
+        if i == 1:
+            labels = {k: v for k, v in {**labels, **bad}.items() if v is not None}
+        a.calc = SinglePointCalculator(a, **labels)
+        frames.append(a)
+    path = tmp_path / "cu.extxyz"
+    write(path, frames)
+    return path, frames
+
+
+def test_an_extxyz_file_loads_with_its_labels_unchanged(tmp_path):
+    path, frames = _extxyz(tmp_path)
+    loaded = data.load_mlearn(path)
+    assert len(loaded) == 3 and loaded[2].info["group"] == ""
+    for a, b in zip(frames, loaded):
+        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-10)
+        np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-10)
+        np.testing.assert_allclose(b.get_stress(), a.get_stress(), atol=1e-12)  # eV/Å³, ASE's sign: unconverted
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"forces": None}, "no forces"),
+    ({"energy": None}, "no energy"),
+    ({"stress": None}, "no stress"),
+    ({"forces": np.full((4, 3), np.nan)}, r"forces must be finite numbers of shape \(4, 3\), got shape \(4, 3\) "
+                                          "with NaN"),
+    ({"forces": np.full((4, 3), np.inf)}, "forces must be finite numbers"),
+    ({"energy": np.nan}, "energy must be finite numbers"),
+])
+def test_a_bad_extxyz_frame_is_named_by_its_index(tmp_path, bad, message):
+    path, _ = _extxyz(tmp_path, **bad)
+    with pytest.raises(ValueError, match=rf"cu\.extxyz frame 1 \(Cu4\): {message}"):
+        data.load_mlearn(path)
+
+
+def test_misshapen_forces_in_a_user_file_are_named_by_the_entry(tmp_path):
+    path = _mlearn_file(tmp_path, lambda p: p, forces=[[0.0, 0.0, 0.0, 0.0]] * 2)
+    with pytest.raises(ValueError, match=r"entry 1 \(Vacancy\): forces must be finite numbers of shape \(2, 3\), "
+                                         r"got shape \(2, 4\)"):
+        data.load_mlearn(path)
+
+
 def test_disordered_structure_is_named_with_the_site_and_the_fix():
     from pymatgen.core import Lattice, Structure
 

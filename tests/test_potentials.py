@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 
@@ -132,9 +134,8 @@ def test_repair_mtp_makes_a_motep_020_file_readable(tmp_path):
 @pytest.mark.slow
 def test_tiny_mtp_beats_a_constant_energy_per_atom(si_training, tmp_path):
     frames = si_training[::11]  # 20 configurations from every group, 8-64 atoms
-    steps = list(potentials.DEFAULT_STEPS)
-    steps[1] = {**steps[1], "kwargs": {"method": "L-BFGS-B", "options": {"maxiter": 15}}}
-    calc = potentials.train_mtp(frames, level=6, steps=steps, workdir=tmp_path)
+    calc, losses = potentials.train_mtp(frames, level=6, maxiter=15, workdir=tmp_path, progress=False)
+    assert 4 <= len(losses) <= 15 + 3 and losses[-1] < 0.01 * losses[0]  # start, linear fit, iterations, refit
 
     e_dft = np.array([a.get_potential_energy() / len(a) for a in frames])
     e_mtp, f_err = [], []
@@ -153,6 +154,105 @@ def test_tiny_mtp_beats_a_constant_energy_per_atom(si_training, tmp_path):
     b = frames[0].copy()
     b.calc = reloaded
     assert b.get_potential_energy() / len(b) == pytest.approx(e_mtp[0], abs=1e-9)
+
+
+def _emt_cu(n: int, seed: int = 0) -> list:
+    """``n`` rattled 4-atom Cu cells with EMT energy, forces and stress on SinglePointCalculators."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames, rng = [], np.random.default_rng(seed)
+    for _ in range(n):
+        a = bulk("Cu", "fcc", a=rng.uniform(3.55, 3.65), cubic=True)
+        a.positions += rng.normal(scale=0.05, size=a.positions.shape)
+        a.calc = EMT()
+        a.calc = SinglePointCalculator(a, energy=a.get_potential_energy(), forces=a.get_forces(), stress=a.get_stress())
+        frames.append(a)
+    return frames
+
+
+def test_train_mtp_is_the_three_step_motep_fit_and_records_each_iteration(tmp_path):
+    """The same fit as motep's Trainer given the steps by hand (as the lessons did before ``maxiter``)."""
+    from motep.train.trainer import Trainer
+
+    frames = _emt_cu(6)
+    calc, losses = potentials.train_mtp(frames, level=6, max_dist=4.5, maxiter=8, seed=3, progress=False)
+    steps = [{"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]},
+             {"method": "minimize", "optimized": ["species_coeffs", "moment_coeffs", "radial_coeffs"],
+              "kwargs": {"method": "L-BFGS-B", "options": {"maxiter": 8}}},
+             {"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]}]
+    assert potentials.mtp_steps(8) == steps
+    path = tmp_path / "initial.mtp"
+    path.write_text(potentials.untrained_mtp(6, ["Cu"], round(potentials.min_distance(frames) - 0.05, 2), 4.5))
+    by_hand = potentials.read_mtp(path)
+    by_hand.species = [29]
+    with contextlib.chdir(tmp_path), contextlib.redirect_stdout(io.StringIO()):  # motep writes intermediate_*.mtp
+        Trainer(by_hand, rng=np.random.default_rng(3), loss=None, steps=steps).train(frames)
+    for key in ("species_coeffs", "moment_coeffs", "radial_coeffs"):
+        np.testing.assert_array_equal(getattr(calc.engine.mtp_data, key), getattr(by_hand, key))
+    assert 4 <= len(losses) <= 8 + 3 and all(np.isfinite(losses))
+    assert all(b <= a for a, b in zip(losses, losses[1:]))  # linear fits are optimal, L-BFGS-B steps go downhill
+    again, losses_again = potentials.train_mtp(frames, level=6, max_dist=4.5, maxiter=8, seed=3, progress=False)
+    assert losses_again == losses and np.array_equal(again.engine.mtp_data.parameters, calc.engine.mtp_data.parameters)
+    import logging
+
+    assert not logging.getLogger("motep.optimizers.scipy").handlers  # the loss log is removed after the fit
+
+
+def test_train_mtp_maxiter_zero_is_the_linear_fit_alone():
+    assert potentials.mtp_steps(0) == [{"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]}]
+    _, losses = potentials.train_mtp(_emt_cu(4), level=6, max_dist=4.5, maxiter=0, progress=False)
+    assert len(losses) == 2 and losses[1] < losses[0]  # the random start, the linear fit
+    with pytest.raises(ValueError, match="maxiter must be >= 0"):
+        potentials.mtp_steps(-1)
+
+
+def _lesson_03_table(train: list, test: list) -> "pd.DataFrame":
+    """Lesson 03's training and error-table calls (section 3-4) at a tiny size: MTP, NequIP and MACE."""
+    from mlcourse import metrics
+
+    calcs = {"MTP": potentials.train_mtp(train, level=6, max_dist=4.5, maxiter=10, seed=0, progress=False,
+                                         weights={"energy_weight": 1.0, "forces_weight": 0.01, "stress_weight": 0.001})[0]}
+    with potentials.float64():
+        for name, build in [("NequIP", potentials.nequip_model), ("MACE", potentials.mace_model)]:
+            model = build(train, r_max=4.0, seed=0)
+            history = potentials.train_potential(model, train, epochs=2, lr=1e-2, batch_size=2, seed=0, progress=False)
+            assert len(history.train_loss) == 2 and all(np.isfinite(history.train_loss))
+            calcs[name] = potentials.calculator(model)
+        report = potentials.error_table(calcs, test)
+    assert list(report.index) == ["MTP", "NequIP", "MACE"]
+    assert np.isfinite(report.to_numpy()).all() and (report.to_numpy() >= 0).all()
+    assert "energy_mae (meV/atom)" in metrics.with_units(report).columns
+    return report
+
+
+def _constant_energy_mae(train: list, test: list) -> float:
+    """MAE (meV/atom) of predicting every test energy per atom by the training mean: the bar a fit must clear."""
+    mean = np.mean([a.get_potential_energy() / len(a) for a in train])
+    return 1000 * float(np.mean([abs(a.get_potential_energy() / len(a) - mean) for a in test]))
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_lesson_03_training_and_error_table_run_on_germanium():
+    train = data.load_mlearn("Ge", "training")[::40]  # 6 configurations, most of them 64-atom AIMD snapshots
+    test = data.load_mlearn("Ge", "test")[:3]
+    assert {s for a in train + test for s in a.get_chemical_symbols()} == {"Ge"} and len(train) == 6
+    report = _lesson_03_table(train, test)
+    assert report.loc["MTP", "energy_mae"] < _constant_energy_mae(train, test)
+
+
+@pytest.mark.slow
+def test_lesson_03_training_and_error_table_run_on_a_user_extxyz_file(tmp_path):
+    from ase.io import write
+
+    frames = _emt_cu(8, seed=5)  # EMT labels on SinglePointCalculators, as a user's DFT data would carry them
+    write(tmp_path / "my_data.extxyz", frames)
+    loaded = data.load_mlearn(tmp_path / "my_data.extxyz")
+    np.testing.assert_allclose([a.get_stress() for a in loaded], [a.get_stress() for a in frames], atol=1e-12)
+    report = _lesson_03_table(loaded[:6], loaded[6:])
+    assert report.loc["MTP", "force_mae"] < np.mean(np.abs(np.concatenate([a.get_forces() for a in loaded[6:]])))
 
 
 # --------------------------------------------------------------------------- MACE / NequIP wrappers
