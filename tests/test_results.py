@@ -149,10 +149,11 @@ def test_compare_names_each_metric_that_differs_between_two_builds(tmp_path, mon
         monkeypatch.setenv("MLCOURSE_BUILD_DIR", str(tmp_path / folder))
         results.record("01_classic_regression", "mae", mae, "eV", mode="fast")
         results.record("01_classic_regression", "auc", 0.9, "", mode="fast")
+        results.record("01_classic_regression", "fit time", 3.0 if folder == "a" else 4.0, "s", mode="fast")
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    assert results.compare(tmp_path / "a", tmp_path / "b") == []
+    assert results.compare(tmp_path / "a", tmp_path / "b") == []  # a timing is not a result: not compared
     assert cli.main(["results", "--compare", a, b, "01"]) == 0
-    assert "2 metrics of" in capsys.readouterr().out
+    assert "3 metrics of" in capsys.readouterr().out
     results.record("01_classic_regression", "auc", 0.9000001, "", mode="fast")  # into b
     results.record("01_classic_regression", "extra", 1, "", mode="fast")
     assert cli.main(["results", "--compare", a, b]) == 1
