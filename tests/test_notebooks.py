@@ -28,6 +28,15 @@ def test_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_every_cell_has_its_own_id(path):
+    """nbformat 4.5 notebooks need a unique id per cell (a cell added by a script often lacks one)."""
+    cells = json.loads(path.read_text())["cells"]
+    missing = [i for i, c in enumerate(cells) if not c.get("id")]
+    assert not missing, f"{path.name}: cells {missing} have no id (nbformat.validator.normalize adds them)"
+    assert len({c["id"] for c in cells}) == len(cells), f"{path.name}: two cells share an id"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_one_parameters_cell_defaulting_to_fast(path):
     nb = nbformat.read(path, as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

@@ -4,7 +4,8 @@ import os
 
 project = "mlcourse"
 author = "the mlcourse authors"
-copyright = "the mlcourse authors, CC BY 4.0 (text) and MIT (code)"
+copyright = "the mlcourse authors; code MIT, each dataset under its own licence (data/registry.tsv)"
+release = os.environ["MLCOURSE_RELEASE"]
 extensions = ["myst_nb"]
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 nb_execution_mode = "off"  # the lessons were executed by `make course`; the site renders their outputs
