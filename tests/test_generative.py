@@ -239,3 +239,34 @@ def test_samples_of_a_variable_size_single_element_set_have_its_bond_lengths():
     two = [s for s in valid if len(s) == 2]
     assert len(two) >= 5
     assert metrics.nn_distance_wasserstein(two, [s for s in train if len(s) == 2]) < 0.15  # Å
+
+
+def test_property_conditioning_with_classifier_free_guidance(tmp_path):
+    train = small_training_set() * 2
+    y = [float(len(s)) for s in train]  # a property the structure determines: the atom count
+    m = g.CrystalDiffusion.from_structures(train, properties=y, property_name="atoms (count)", hidden=16,
+                                           n_layers=1, T=10, seed=3)
+    assert m.conditional and m.property_mean == pytest.approx(np.mean(y))
+    with pytest.raises(ValueError, match="conditioned on atoms .*properties="):
+        m.fit(train, epochs=1, progress=False)
+    m.fit(train, epochs=3, batch_size=4, progress=False, properties=y)
+    free = m.sample(num_atoms=[5, 2], seed=0, progress=False)  # the null token: unconditional
+    a = m.sample(num_atoms=[5, 2], seed=0, progress=False, target=5.0)
+    b = m.sample(num_atoms=[5, 2], seed=0, progress=False, target=[5.0, 2.0], guidance=2.0)
+    assert [len(s) for s in a + b + free] == [5, 2] * 3
+    assert not np.allclose(a[0].frac_coords, b[0].frac_coords) and not np.allclose(a[0].frac_coords, free[0].frac_coords)
+    m2 = g.CrystalDiffusion.load(m.save(tmp_path / "c.pt"))
+    assert (m2.property_name, m2.property_mean, m2.property_std) == (m.property_name, m.property_mean, m.property_std)
+    np.testing.assert_allclose(m2.sample(num_atoms=[5], seed=1, progress=False, target=3.0, guidance=1.0)[0].frac_coords,
+                               m.sample(num_atoms=[5], seed=1, progress=False, target=3.0, guidance=1.0)[0].frac_coords, atol=2e-2)
+    for kw, message in [(dict(guidance=1.0), "guidance=1.0 needs a target"),
+                        (dict(target=float("nan")), "property value 0 must be a finite number, not nan"),
+                        (dict(target=[1.0]), r"one property value per crystal \(2\)"),
+                        (dict(target=1.0, guidance=-1.0), "guidance must be a finite number >= 0")]:
+        with pytest.raises(ValueError, match=message):
+            m.sample(num_atoms=[5, 2], seed=0, progress=False, **kw)
+    with pytest.raises(ValueError, match="property value 1 must be a finite number, not 'x'"):
+        g.CrystalDiffusion.from_structures(train[:2], properties=[1.0, "x"])
+    plain = g.CrystalDiffusion.from_structures(train, hidden=16, n_layers=1, T=10)
+    with pytest.raises(ValueError, match="built without a property"):
+        plain.sample(num_atoms=[5], target=1.0, progress=False)
