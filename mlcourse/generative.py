@@ -14,10 +14,11 @@ time step t = 1 ... T for all of them:
 
 The denoiser (:class:`PeriodicDenoiser`) is a message-passing network over all atom pairs of
 a cell. An edge sees the fractional offset of its two atoms only through ``sin``/``cos`` of
-``2 pi k (x_j - x_i)`` and through the distance (Å) to the nearest periodic image, so it is
-invariant to permutations, to translations and to periodic images, and (because fractional
-coordinates, lattice parameters and distances do not change when the crystal is rotated) to
-rotations. Cells may have any number of atoms.
+``2 pi k . (x_j - x_i)`` for small integer wave vectors k and through the distances (Å) to every
+periodic image within a cutoff, so it is invariant to permutations, to translations and to
+periodic images, and (because fractional coordinates, lattice parameters and distances do not
+change when the crystal is rotated) to rotations. Cells may have any number of atoms. A model
+built with a property is conditioned on it, with classifier-free guidance at sampling.
 
 The pieces, in the order a crystal meets them: conversion (:func:`lattice_features`,
 :meth:`CrystalDiffusion.to_batch`, :meth:`CrystalDiffusion.to_structures`), the forward noise
@@ -149,8 +150,9 @@ class PeriodicDenoiser(nn.Module):
     fractional coordinate score times sigma (N, 3), lattice noise estimate (B, 6), clean-type logits
     (N, n_types).
 
-    Two kinds of edge see each pair (i, j): a global one, with sin/cos of 2 pi k (x_j - x_i) (any
-    distance; messages averaged over the cell's atoms), and a local one that sums over *every*
+    Two kinds of edge see each pair (i, j): a global one, with sin/cos of 2 pi k . (x_j - x_i) for the
+    integer wave vectors k with components in {-1, 0, 1} and k = 2 ... 4 along each axis (any distance;
+    messages averaged over the cell's atoms), and a local one that sums over *every*
     periodic image of j within ``cutoff`` Å of i (radial basis functions times a smooth envelope;
     messages and coordinate pulls summed, not averaged, so one close neighbour pushes as hard in a
     16-atom cell as in a 2-atom one). The lattice head also sees ln N.
@@ -242,7 +244,7 @@ class PeriodicDenoiser(nn.Module):
             mean = torch.zeros_like(h).index_add_(0, src, m) / per_atom  # the whole cell
             local = torch.zeros_like(h).index_add_(0, src, m * near) / NEIGHBOURS  # summed, within the cutoff
             h = h + upd(torch.cat([h, mean, local], dim=1))
-        # coordinate score: each pair pulls or pushes along sin(2 pi k d) (periodic, odd in d), averaged
+        # coordinate score: each pair pulls or pushes along k sin(2 pi k . d) (periodic, odd in d), averaged
         # over the cell, and every image of j within the cutoff along its offset, with a learned
         # strength per distance (radial basis), summed
         w = self.coord_out(torch.cat([h[src], h[dst], edge_static], dim=1))
