@@ -14,10 +14,11 @@ time step t = 1 ... T for all of them:
 
 The denoiser (:class:`PeriodicDenoiser`) is a message-passing network over all atom pairs of
 a cell. An edge sees the fractional offset of its two atoms only through ``sin``/``cos`` of
-``2 pi k (x_j - x_i)`` and through the distance (Å) to the nearest periodic image, so it is
-invariant to permutations, to translations and to periodic images, and (because fractional
-coordinates, lattice parameters and distances do not change when the crystal is rotated) to
-rotations. Cells may have any number of atoms.
+``2 pi k . (x_j - x_i)`` for small integer wave vectors k and through the distances (Å) to every
+periodic image within a cutoff, so it is invariant to permutations, to translations and to
+periodic images, and (because fractional coordinates, lattice parameters and distances do not
+change when the crystal is rotated) to rotations. Cells may have any number of atoms. A model
+built with a property is conditioned on it, with classifier-free guidance at sampling.
 
 The pieces, in the order a crystal meets them: conversion (:func:`lattice_features`,
 :meth:`CrystalDiffusion.to_batch`, :meth:`CrystalDiffusion.to_structures`), the forward noise
@@ -99,13 +100,15 @@ class CrystalBatch:
     """Several crystals as flat tensors: ``frac`` (N, 3), ``types`` (N,) indices into the model's
     element list, ``lattice`` (B, 6) standardised lattice features, ``batch`` (N,) crystal index,
     ``masked`` (N,) True where an atom's type is hidden behind the MASK token (its ``types`` entry
-    then means nothing)."""
+    then means nothing), ``prop`` (B,) the standardised target property of a conditional model (NaN:
+    none; None for a model without one)."""
 
     frac: torch.Tensor
     types: torch.Tensor
     lattice: torch.Tensor
     batch: torch.Tensor
     masked: torch.Tensor
+    prop: torch.Tensor | None = None
 
     @property
     def num_atoms(self) -> torch.Tensor:
@@ -132,59 +135,124 @@ def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_out))
 
 
-class PeriodicDenoiser(nn.Module):
-    """Message passing over all atom pairs of each cell, with periodic edge features.
+MAX_IMAGES = 3  # periodic images of a neighbour each way along a lattice vector, at most
+NEIGHBOURS = 8.0  # a typical number of neighbours within the cutoff: the scale of the summed messages
 
-    Inputs: one-hot types with a last MASK channel (N, n_types + 1), noisy fractional coordinates (N, 3), noisy
-    standardised lattice features (B, 6), time t in [0, 1] per crystal (B,). Outputs: fractional
-    coordinate score times sigma (N, 3), lattice noise estimate (B, 6), clean-type logits (N, n_types).
+
+class PeriodicDenoiser(nn.Module):
+    """Message passing over all atom pairs of each cell, with periodic edge features and a local,
+    image-summed part within a cutoff.
+
+    Inputs: one-hot types with a last MASK channel (N, n_types + 1), noisy fractional coordinates (N, 3),
+    noisy standardised lattice features (B, 6), time t in [0, 1] per crystal (B,), the crystal index of
+    each atom (N,), the lattice vectors (B, 3, 3; Å, rows) and, for a ``conditional`` network, the
+    standardised target property per crystal (B,; NaN: none, the learned null token). Outputs:
+    fractional coordinate score times sigma (N, 3), lattice noise estimate (B, 6), clean-type logits
+    (N, n_types).
+
+    Two kinds of edge see each pair (i, j): a global one, with sin/cos of 2 pi k . (x_j - x_i) for the
+    integer wave vectors k with components in {-1, 0, 1} and k = 2 ... 4 along each axis (any distance;
+    messages averaged over the cell's atoms), and a local one that sums over *every*
+    periodic image of j within ``cutoff`` Å of i (radial basis functions times a smooth envelope;
+    messages and coordinate pulls summed, not averaged, so one close neighbour pushes as hard in a
+    16-atom cell as in a 2-atom one). The lattice head also sees ln N.
     """
 
-    def __init__(self, n_types: int, hidden: int = 64, n_layers: int = 3, n_freq: int = 4, n_rbf: int = 12):
+    def __init__(self, n_types: int, hidden: int = 64, n_layers: int = 3, k_max: int = 1, n_rbf: int = 12,
+                 cutoff: float = 5.0, conditional: bool = False):
         super().__init__()
-        self.n_freq = n_freq
-        self.register_buffer("rbf_centres", torch.linspace(0.0, 6.0, n_rbf))  # Å
-        self.embed = nn.Linear(n_types + 1 + 6 + 16, hidden)
-        n_edge = 2 * hidden + 6 * n_freq + 6 + n_rbf + 1
+        self.cutoff, self.conditional = cutoff, conditional
+        # integer wave vectors k with |k_i| <= k_max, one of each pair +-k: the plane waves of the cell
+        grid = torch.cartesian_prod(*[torch.arange(-k_max, k_max + 1, dtype=torch.float32)] * 3)
+        first = grid[torch.arange(len(grid)), (grid != 0).float().argmax(1)]  # first non-zero component
+        harmonics = torch.arange(k_max + 1, 5, dtype=torch.float32)  # and up to 4 along each axis
+        axes = torch.eye(3).repeat_interleave(len(harmonics), 0) * harmonics.repeat(3)[:, None]
+        self.register_buffer("wavevectors", torch.cat([grid[first > 0], axes]))  # (K, 3)
+        n_k = len(self.wavevectors)
+        self.register_buffer("rbf_centres", torch.linspace(0.0, cutoff, n_rbf))  # Å
+        n_prop = 16 if conditional else 0
+        if conditional:
+            self.prop_embed = _mlp(1, 16, 16)
+            self.null_prop = nn.Parameter(torch.zeros(16))  # "no target": classifier-free guidance
+        n_glob = 6 + 16 + 1 + n_prop  # lattice, time, ln N, property
+        self.embed = nn.Linear(n_types + 1 + n_glob, hidden)
+        n_edge = 2 * hidden + 2 * n_k + 6 + n_rbf + 1
         self.messages = nn.ModuleList(_mlp(n_edge, hidden, hidden) for _ in range(n_layers))
-        self.updates = nn.ModuleList(_mlp(2 * hidden, hidden, hidden) for _ in range(n_layers))
-        self.coord_out = _mlp(n_edge, hidden, 3 * n_freq)
+        self.updates = nn.ModuleList(_mlp(3 * hidden, hidden, hidden) for _ in range(n_layers))
+        self.coord_out = _mlp(n_edge, hidden, n_k + n_rbf)
         self.type_out = _mlp(hidden, hidden, n_types)
-        self.lattice_out = _mlp(hidden + 6 + 16, hidden, 6)
+        self.lattice_out = _mlp(hidden + n_glob, hidden, 6)
 
     @staticmethod
     def time_embedding(t: torch.Tensor, dim: int = 16) -> torch.Tensor:
         freqs = torch.exp(torch.linspace(0, math.log(1000.0), dim // 2))
         return torch.cat([torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], dim=1)
 
-    def forward(self, types, frac, lattice, t, batch, cell):
-        """``cell`` (B, 3, 3): the (noisy) lattice vectors in Å as rows, for interatomic distances."""
+    def local_features(self, frac, batch, cell, src, dst) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sums over the periodic images of j within the cutoff of i, for each pair (i, j): of the
+        smooth envelope (E, 1; about the number of images within the cutoff), of the radial basis
+        functions times the envelope, (E, n_rbf), and of the same times the fractional offset over
+        the distance (Å⁻¹), (E, n_rbf, 3), the directions of the coordinate pulls."""
+        d = frac[dst] - frac[src]
+        d = d - torch.round(d)  # the image closest in fractional terms, then all images around it
+        # an image n is within the cutoff only if |d_k + n_k| <= cutoff / h_k, h_k being the spacing of
+        # the lattice planes k (1 / the length of reciprocal vector k): this finds every one, also in
+        # slanted cells; at most MAX_IMAGES each way (very thin noisy cells)
+        cross = torch.stack([torch.linalg.cross(cell[:, (k + 1) % 3], cell[:, (k + 2) % 3]) for k in range(3)], 1)
+        volume = torch.linalg.det(cell).abs()[:, None]  # Å³; 0 for a flat noisy cell
+        spacing = volume / torch.linalg.norm(cross, dim=2).clamp(min=1e-12)  # (B, 3) Å
+        reach = torch.floor(self.cutoff / spacing.clamp(min=1e-3) + 0.5).amax(0).clamp(max=MAX_IMAGES).long().tolist()
+        shifts = torch.cartesian_prod(*(torch.arange(-m, m + 1, dtype=frac.dtype) for m in reach))  # (S, 3)
+        crystal = batch[src]
+        vec = torch.einsum("ej,ejk->ek", d, cell[crystal])[:, None, :] + (shifts @ cell)[crystal]  # (E, S, 3) Å
+        r2 = (vec**2).sum(2)
+        edge, image = torch.nonzero((r2 < self.cutoff**2) & (r2 > 1e-12), as_tuple=True)  # not the atom itself
+        r, delta = r2[edge, image].sqrt(), d[edge] + shifts[image]  # (P,), (P, 3): the images within the cutoff
+        env = 0.5 * (torch.cos(math.pi * r / self.cutoff) + 1)
+        rbf = torch.exp(-((r[:, None] - self.rbf_centres) ** 2) / 0.5) * env[:, None]  # (P, R)
+        # the fractional offset per Å of distance, times the cell's length scale V^(1/3): about unit size
+        direction = delta * (volume[crystal[edge]] ** (1 / 3) / torch.sqrt(r**2 + 0.01)[:, None])  # (P, 3)
+        E, R = len(src), len(self.rbf_centres)
+        return (torch.zeros(E, 1).index_add_(0, edge, env[:, None]), torch.zeros(E, R).index_add_(0, edge, rbf),
+                torch.zeros(E, R, 3).index_add_(0, edge, rbf[:, :, None] * direction[:, None, :]))
+
+    def forward(self, types, frac, lattice, t, batch, cell, prop=None):
+        """``cell`` (B, 3, 3): the (noisy) lattice vectors in Å as rows, for interatomic distances;
+        ``prop`` (B,): the standardised target property (conditional networks only; NaN: no target)."""
         src, dst = pair_index(batch)
-        temb = self.time_embedding(t)
-        glob = torch.cat([lattice, temb], dim=1)  # (B, 22)
+        n_atoms = torch.bincount(batch, minlength=lattice.shape[0]).to(frac.dtype)
+        glob = [lattice, self.time_embedding(t), torch.log(n_atoms.clamp(min=1))[:, None]]
+        if self.conditional:
+            if prop is None:
+                raise ValueError("this denoiser is conditioned on a property: give prop (NaN for none)")
+            known = torch.isfinite(prop)
+            emb = self.prop_embed(torch.where(known, prop, 0.0)[:, None])
+            glob.append(torch.where(known[:, None], emb, self.null_prop))
+        elif prop is not None:
+            raise ValueError("this denoiser was built without a property (conditional=False): prop must be None")
+        glob = torch.cat(glob, dim=1)
         h = self.embed(torch.cat([types, glob[batch]], dim=1))
         d = frac[dst] - frac[src]  # (E, 3): offset of j seen from i, any periodic image
-        k = torch.arange(1, self.n_freq + 1, dtype=frac.dtype)
-        ang = 2 * math.pi * d[:, :, None] * k  # (E, 3, F)
-        fourier = torch.cat([torch.sin(ang).flatten(1), torch.cos(ang).flatten(1)], dim=1)
-        # the distance (Å) to the nearest periodic image of j: invariant to rotations too
-        dw = d - torch.round(d)
-        dist = torch.linalg.norm(torch.einsum("ej,ejk->ek", dw, cell[batch[src]]), dim=1)
-        rbf = torch.exp(-((dist[:, None] - self.rbf_centres) ** 2) / 0.5)
+        ang = 2 * math.pi * d @ self.wavevectors.T  # (E, K): the phases 2 pi k . d
+        fourier = torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
+        near, rbf, pull_dirs = self.local_features(frac, batch, cell, src, dst)
         is_self = (src == dst).to(frac.dtype)[:, None]
         edge_static = torch.cat([fourier, lattice[batch[src]], rbf, is_self], dim=1)
-        n_atoms = torch.bincount(batch).to(frac.dtype)[batch][:, None]
+        per_atom = n_atoms[batch][:, None]
         for msg, upd in zip(self.messages, self.updates):
             m = msg(torch.cat([h[src], h[dst], edge_static], dim=1))
-            agg = torch.zeros_like(h).index_add_(0, src, m) / n_atoms
-            h = h + upd(torch.cat([h, agg], dim=1))
-        # coordinate score: each pair pulls or pushes along sin(2 pi k d), which is periodic and
-        # odd in d, with learned weights per axis and harmonic k
-        w = self.coord_out(torch.cat([h[src], h[dst], edge_static], dim=1)).view(-1, 3, self.n_freq)
-        pull = (w * torch.sin(ang)).sum(-1)  # (E, 3)
-        score = torch.zeros_like(frac).index_add_(0, src, pull) / n_atoms
-        pooled = torch.zeros(lattice.shape[0], h.shape[1]).index_add_(0, batch, h)
-        pooled = pooled / torch.bincount(batch, minlength=lattice.shape[0]).clamp(min=1)[:, None]
+            mean = torch.zeros_like(h).index_add_(0, src, m) / per_atom  # the whole cell
+            local = torch.zeros_like(h).index_add_(0, src, m * near) / NEIGHBOURS  # summed, within the cutoff
+            h = h + upd(torch.cat([h, mean, local], dim=1))
+        # coordinate score: each pair pulls or pushes along k sin(2 pi k . d) (periodic, odd in d), averaged
+        # over the cell, and every image of j within the cutoff along its offset, with a learned
+        # strength per distance (radial basis), summed
+        w = self.coord_out(torch.cat([h[src], h[dst], edge_static], dim=1))
+        n_k = len(self.wavevectors)
+        wf, wr = w[:, :n_k], w[:, n_k:]
+        pull = (wf * torch.sin(ang)) @ self.wavevectors / per_atom[src] + torch.einsum("er,erj->ej", wr, pull_dirs)
+        score = torch.zeros_like(frac).index_add_(0, src, pull)
+        pooled = torch.zeros(lattice.shape[0], h.shape[1]).index_add_(0, batch, h) / n_atoms.clamp(min=1)[:, None]
         lat_eps = self.lattice_out(torch.cat([pooled, glob], dim=1))
         return score, lat_eps, self.type_out(h)
 
@@ -223,7 +291,14 @@ class CrystalDiffusion:
     and the distribution of atom counts from the training structures), then :meth:`fit`,
     :meth:`sample` (or :meth:`trajectory`), :meth:`save`/:meth:`load`. ``p_composition`` is the fraction of training
     crystals whose atom types stay unmasked, so that the model also learns to generate a structure
-    for a given composition.
+    for a given composition. ``cutoff`` (Å): the denoiser's local radius (:class:`PeriodicDenoiser`).
+
+    A model built with ``properties`` (:meth:`from_structures`) is conditioned on that property
+    (``property_name``, standardised with ``property_mean`` and ``property_std``, in the property's
+    own unit) with classifier-free guidance (Ho & Salimans 2022): during training the property is
+    replaced by a learned null token for a fraction ``p_uncond`` of the crystals, so that the same
+    network models p(crystal | property) and p(crystal); :meth:`sample` with ``target`` and
+    ``guidance`` mixes the two.
     """
 
     elements: list[str]
@@ -235,23 +310,41 @@ class CrystalDiffusion:
     T: int = 200
     seed: int = 0
     p_composition: float = 0.2
+    cutoff: float = 5.0
+    property_name: str | None = None
+    property_mean: float | None = None
+    property_std: float | None = None
+    p_uncond: float = 0.1
     history: training.History = field(default_factory=training.History)
 
     def __post_init__(self):
         with torch_seeded(self.seed):  # the weights; torch's global random state stays as it was
             self.schedule = Schedule(T=self.T)
-            self.net = PeriodicDenoiser(len(self.elements), self.hidden, self.n_layers)
+            self.net = PeriodicDenoiser(len(self.elements), self.hidden, self.n_layers, cutoff=self.cutoff,
+                                        conditional=self.conditional)
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model is conditioned on a property (built with ``properties``)."""
+        return self.property_mean is not None
 
     # ---------------------------------------------------------------- conversion: structures <-> tensors
     @classmethod
-    def from_structures(cls, structures: Sequence, **kw) -> CrystalDiffusion:
-        """A fresh model whose element list and lattice statistics come from ``structures``."""
+    def from_structures(cls, structures: Sequence, properties: Sequence[float] | None = None,
+                        property_name: str = "property", **kw) -> CrystalDiffusion:
+        """A fresh model whose element list and lattice statistics come from ``structures``; with
+        ``properties`` (one finite number per structure, named ``property_name`` with its unit), a
+        model conditioned on that property, whose statistics it keeps too."""
         if len(structures) == 0:
             raise ValueError("need at least one training structure")
         from .data import check_ordered
 
         for i, s in enumerate(structures):
             check_ordered(s, i)
+        if properties is not None:
+            y = _check_properties(properties, len(structures))
+            kw |= {"property_name": property_name, "property_mean": float(y.mean()),
+                   "property_std": float(y.std()) if y.std() > 0 else 1.0}
         elements = [el.symbol for el in sorted({el for s in structures for el in s.composition.elements}, key=lambda e: e.Z)]
         lat = lattice_features(structures)
         std = lat.std(0)
@@ -259,8 +352,10 @@ class CrystalDiffusion:
         counts = Counter(len(s) for s in structures)
         return cls(elements, lat.mean(0), std, dict(sorted(counts.items())), **kw)
 
-    def to_batch(self, structures: Sequence) -> CrystalBatch:
-        """Tensors of ``structures``; raises ValueError naming a structure with an unknown element or a disordered site."""
+    def to_batch(self, structures: Sequence, properties: Sequence[float] | None = None) -> CrystalBatch:
+        """Tensors of ``structures`` (and, for a conditional model, of their ``properties``, standardised;
+        none given: NaN, no target); raises ValueError naming a structure with an unknown element or a
+        disordered site."""
         from .data import check_ordered
 
         index = {e: i for i, e in enumerate(self.elements)}
@@ -277,7 +372,19 @@ class CrystalDiffusion:
         lat = (lattice_features(structures) - self.lattice_mean) / self.lattice_std
         return CrystalBatch(torch.tensor(np.concatenate(frac), dtype=torch.float32), torch.tensor(types),
                             torch.tensor(lat, dtype=torch.float32), torch.tensor(batch),
-                            torch.zeros(len(types), dtype=torch.bool))
+                            torch.zeros(len(types), dtype=torch.bool), self._prop(properties, len(structures)))
+
+    def _prop(self, values: Sequence[float] | float | None, n: int) -> torch.Tensor | None:
+        """(n,) standardised property values (NaN where none), None for a model without a property."""
+        if not self.conditional:
+            if values is not None:
+                raise ValueError("this model was built without a property: build it with "
+                                 "CrystalDiffusion.from_structures(structures, properties=...) to condition on one")
+            return None
+        if values is None:
+            return torch.full((n,), float("nan"))
+        y = _check_properties([values] * n if isinstance(values, numbers.Real) else values, n)
+        return torch.tensor((y - self.property_mean) / self.property_std, dtype=torch.float32)
 
     def to_structures(self, b: CrystalBatch) -> list:
         """pymatgen Structures of a batch (lattice un-standardised, coordinates wrapped); atoms whose
@@ -323,7 +430,7 @@ class CrystalDiffusion:
         # then also learns p(lattice, coordinates | composition), which composition inpainting uses
         keep = torch.rand(len(ab), generator=generator) < self.p_composition
         masked &= ~keep[b.batch]
-        return CrystalBatch(frac_t, b.types, lat_t, b.batch, masked), lat_eps
+        return CrystalBatch(frac_t, b.types, lat_t, b.batch, masked, b.prop), lat_eps
 
     # ---------------------------------------------------------------- the denoiser and its loss
     def type_input(self, types: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -335,13 +442,17 @@ class CrystalDiffusion:
     def denoise(self, x: CrystalBatch, time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The network on noisy crystals at ``time`` t / T (B,): (sigma times the coordinate score (N, 3),
         the lattice noise estimate (B, 6), the clean-type logits (N, n_types))."""
-        return self.net(self.type_input(x.types, x.masked), x.frac, x.lattice, time, x.batch, self.cell(x.lattice))
+        return self.net(self.type_input(x.types, x.masked), x.frac, x.lattice, time, x.batch, self.cell(x.lattice),
+                        x.prop)
 
     def loss(self, b: CrystalBatch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Denoising loss of one batch at random steps: coordinate score + lattice noise + type CE."""
         B = b.lattice.shape[0]
         t = torch.randint(1, self.T + 1, (B,), generator=generator)
         noisy, lat_noise = self.noise(b, t, generator)
+        if self.conditional:  # classifier-free guidance: the null token for a fraction p_uncond
+            drop = torch.rand(B, generator=generator) < self.p_uncond
+            noisy.prop = torch.where(drop, float("nan"), noisy.prop)
         sig = self.schedule.sigmas[t - 1][b.batch][:, None]
         target = wrapped_normal_score(wrap(noisy.frac - b.frac), sig) * sig  # sigma * score ~ -eps
         # a shift of the whole crystal is the same crystal: the crystal's mean score cannot be
@@ -358,15 +469,20 @@ class CrystalDiffusion:
 
     # ---------------------------------------------------------------- training
     def fit(self, structures: Sequence, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3,
-            checkpoint: str | Path | None = None, progress: bool = True):
-        """Train on pymatgen ``structures`` (any atom counts) with Adam, a one-cycle learning rate
+            checkpoint: str | Path | None = None, progress: bool = True, properties: Sequence[float] | None = None):
+        """Train on pymatgen ``structures`` (any atom counts; with their ``properties`` if the model is
+        conditional, in the unit it was built with) with Adam, a one-cycle learning rate
         and gradients clipped to norm 1; returns self. ``history`` (a :class:`mlcourse.training.History`)
         gets the mean batch loss of each epoch. ``checkpoint``: a path for resumable training
         (:func:`mlcourse.training.train`); save the trained model with :meth:`save`."""
         if len(structures) == 0:
             raise ValueError("no training structures")
+        if self.conditional and properties is None:
+            raise ValueError(f"this model is conditioned on {self.property_name}: give fit(..., properties=...), "
+                             f"one value per structure")
         gen = torch.Generator().manual_seed(self.seed)
-        data = [self.to_batch([s]) for s in structures]  # validates every structure up front
+        y = [None] * len(structures) if properties is None else _check_properties(properties, len(structures))
+        data = [self.to_batch([s], None if v is None else [v]) for s, v in zip(structures, y)]  # validates all up front
 
         def batches():
             order = torch.randperm(len(data), generator=gen).tolist()
@@ -382,23 +498,39 @@ class CrystalDiffusion:
         return self
 
     # ---------------------------------------------------------------- reverse process
+    def guided(self, x: CrystalBatch, time: torch.Tensor, guidance: float = 0.0):
+        """:meth:`denoise` with classifier-free guidance: (1 + w) times the outputs given the target
+        ``x.prop`` minus w times those without (the null token), w = ``guidance`` (0: the conditional
+        model alone; the type logits are mixed the same way)."""
+        out = self.denoise(x, time)
+        if guidance == 0:
+            return out
+        free = self.denoise(CrystalBatch(x.frac, x.types, x.lattice, x.batch, x.masked,
+                                         torch.full_like(x.prop, float("nan"))), time)
+        return tuple((1 + guidance) * c - guidance * u for c, u in zip(out, free))
+
     def reverse_step(self, x: CrystalBatch, t: int, generator: torch.Generator, temperature: float = 1.0,
-                     corrector: float = 0.0) -> CrystalBatch:
+                     corrector: float = 0.0, guidance: float = 0.0) -> CrystalBatch:
         """One denoising step of coordinates, lattice and types, from step ``t`` to t - 1 (T >= t >= 1).
 
         ``temperature`` (> 0) scales the type logits: below 1 the drawn types are more typical, above 1
         more diverse. ``corrector`` > 0 adds one Langevin step of the coordinates at the new noise
         level with step size ``corrector * sigma^2`` (predictor-corrector sampling, Song et al. 2021).
+        ``guidance`` >= 0: classifier-free guidance towards ``x.prop`` (:meth:`guided`).
         """
         if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0 (1: the model's own type distribution), "
                              f"not {temperature!r}")
         if not (isinstance(corrector, numbers.Real) and math.isfinite(corrector) and corrector >= 0):
             raise ValueError(f"corrector must be a finite number >= 0 (0: no Langevin corrector), not {corrector!r}")
+        if not (isinstance(guidance, numbers.Real) and math.isfinite(guidance) and guidance >= 0):
+            raise ValueError(f"guidance must be a finite number >= 0 (0: the conditional model alone), not {guidance!r}")
+        if guidance > 0 and (x.prop is None or not torch.isfinite(x.prop).all()):
+            raise ValueError("guidance > 0 needs a target property for every crystal")
         s, N = self.schedule, len(x.types)
         ab, beta = s.alpha_bar[t - 1], s.betas[t - 1]
         ab_prev = s.alpha_bar[t - 2] if t > 1 else torch.tensor(1.0)
-        score, lat_eps, logits = self.denoise(x, torch.full((len(x.lattice),), t / self.T))
+        score, lat_eps, logits = self.guided(x, torch.full((len(x.lattice),), t / self.T), guidance)
         # coordinates: one reverse step of the variance-exploding SDE, wrapped onto the torus
         sig = s.sigmas[t - 1]
         sig_prev = s.sigmas[t - 2] if t > 1 else torch.tensor(0.0)
@@ -420,28 +552,30 @@ class CrystalDiffusion:
             types = types.clone()
             types[reveal] = draw
             masked = masked & ~reveal
-        out = CrystalBatch(frac, types, lat, x.batch, masked)
+        out = CrystalBatch(frac, types, lat, x.batch, masked, x.prop)
         if corrector > 0 and t > 1:  # Langevin corrector at the new noise level sigma_{t-1}
-            score, _, _ = self.denoise(out, torch.full((len(x.lattice),), (t - 1) / self.T))
+            score, _, _ = self.guided(out, torch.full((len(x.lattice),), (t - 1) / self.T), guidance)
             out.frac = wrap(out.frac + corrector * sig_prev * score
                             + math.sqrt(2 * corrector) * sig_prev * torch.randn((N, 3), generator=generator))
         return out
 
     def start(self, num_atoms: Sequence[int], generator: torch.Generator,
-              types: torch.Tensor | None = None) -> CrystalBatch:
+              types: torch.Tensor | None = None, target: Sequence[float] | float | None = None) -> CrystalBatch:
         """Crystals at t = T: uniform coordinates, standard-normal lattice features and every type
-        masked, or the given ``types`` (N,) kept visible (composition inpainting)."""
+        masked, or the given ``types`` (N,) kept visible (composition inpainting); ``target``: the
+        property of each crystal (or one for all) for a conditional model, in its unit."""
         if len(num_atoms) == 0:
             raise ValueError("no crystals to start: num_atoms (or compositions) is empty; give at least one")
         if min(num_atoms) < 1:
             raise ValueError(f"every crystal needs at least one atom, got {list(num_atoms)}")
         B, N = len(num_atoms), sum(num_atoms)
+        prop = self._prop(target, B)
         batch = torch.repeat_interleave(torch.arange(B), torch.tensor(num_atoms))
         frac = torch.rand((N, 3), generator=generator)
         lat = torch.randn((B, 6), generator=generator)
         if types is None:  # the current guess of a masked type means nothing
-            return CrystalBatch(frac, torch.zeros(N, dtype=torch.long), lat, batch, torch.ones(N, dtype=torch.bool))
-        return CrystalBatch(frac, types.clone(), lat, batch, torch.zeros(N, dtype=torch.bool))
+            return CrystalBatch(frac, torch.zeros(N, dtype=torch.long), lat, batch, torch.ones(N, dtype=torch.bool), prop)
+        return CrystalBatch(frac, types.clone(), lat, batch, torch.zeros(N, dtype=torch.bool), prop)
 
     def composition_types(self, compositions: Sequence) -> list[list[int]]:
         """Per crystal, the type indices of its atoms, from pymatgen Compositions or formulas with
@@ -463,7 +597,8 @@ class CrystalDiffusion:
 
     @torch.no_grad()
     def _reverse(self, num_atoms: Sequence[int] | None, n: int | None, compositions: Sequence | None, seed: int,
-                 temperature: float, corrector: float, progress: bool) -> Iterator[tuple[int, CrystalBatch]]:
+                 temperature: float, corrector: float, progress: bool, target=None,
+                 guidance: float = 0.0) -> Iterator[tuple[int, CrystalBatch]]:
         """(t, the crystals after the step from t to t - 1) for t = T ... 1, from seeded noise."""
         from tqdm.auto import tqdm
 
@@ -481,34 +616,42 @@ class CrystalDiffusion:
             sizes = np.array(list(self.num_atoms_counts))
             p = np.array(list(self.num_atoms_counts.values()), dtype=float)
             num_atoms = np.random.default_rng(seed).choice(sizes, size=n, p=p / p.sum()).tolist()
-        x = self.start([int(k) for k in num_atoms], gen, fixed)
+        if guidance != 0 and target is None:
+            raise ValueError(f"guidance={guidance!r} needs a target: sample(..., target=..., guidance=...)")
+        x = self.start([int(k) for k in num_atoms], gen, fixed, target)
         self.net.eval()
         for t in tqdm(range(self.T, 0, -1), desc="sampling", disable=not progress):
-            x = self.reverse_step(x, t, gen, temperature, corrector)
+            x = self.reverse_step(x, t, gen, temperature, corrector, guidance)
             yield t, x
 
     def sample(self, num_atoms: Sequence[int] | None = None, n: int | None = None,
                compositions: Sequence | None = None, seed: int = 0, temperature: float = 1.0,
-               corrector: float = 0.0, progress: bool = True) -> list:
+               corrector: float = 0.0, progress: bool = True, target: Sequence[float] | float | None = None,
+               guidance: float = 0.0) -> list:
         """Generate crystals (pymatgen Structures) by running the reverse diffusion from noise.
 
         Give either ``num_atoms`` (atoms per crystal), ``n`` (that many crystals with atom counts
         drawn from the training distribution) or ``compositions`` (pymatgen Compositions or formulas
         with integer amounts: the atom types are fixed and only lattice and coordinates are
         generated — composition inpainting). ``temperature`` and ``corrector``: :meth:`reverse_step`.
+        ``target``: for a conditional model, the property wanted (one value for all crystals or one
+        per crystal, in the unit of the training values; None: unconditional), with classifier-free
+        ``guidance`` w >= 0 (0: the conditional model alone; larger: pushed harder towards the target).
         """
-        for _, x in self._reverse(num_atoms, n, compositions, seed, temperature, corrector, progress):
+        for _, x in self._reverse(num_atoms, n, compositions, seed, temperature, corrector, progress, target, guidance):
             pass  # x: the crystals after the last step
         return self.to_structures(x)
 
     def trajectory(self, every: int, num_atoms: Sequence[int] | None = None, n: int | None = None,
                    compositions: Sequence | None = None, seed: int = 0, temperature: float = 1.0,
-                   corrector: float = 0.0, progress: bool = True) -> list[tuple[int, list]]:
+                   corrector: float = 0.0, progress: bool = True, target: Sequence[float] | float | None = None,
+                   guidance: float = 0.0) -> list[tuple[int, list]]:
         """The sampling of :meth:`sample` (same arguments, same draws) seen every ``every`` steps:
         (t, Structures after the step from t) at each t divisible by ``every`` and at t = 1, whose
         Structures are the samples. Atoms whose type is still masked appear as X, a dummy species."""
         return [(t, self.to_structures(x))
-                for t, x in self._reverse(num_atoms, n, compositions, seed, temperature, corrector, progress)
+                for t, x in self._reverse(num_atoms, n, compositions, seed, temperature, corrector, progress,
+                                          target, guidance)
                 if t % every == 0 or t == 1]
 
     # ---------------------------------------------------------------- persistence
@@ -519,18 +662,25 @@ class CrystalDiffusion:
         torch.save({"elements": self.elements, "lattice_mean": self.lattice_mean.tolist(),
                     "lattice_std": self.lattice_std.tolist(), "num_atoms_counts": self.num_atoms_counts,
                     "hidden": self.hidden, "n_layers": self.n_layers, "T": self.T, "seed": self.seed,
-                    "p_composition": self.p_composition, "history": asdict(self.history), "state": state}, path)
+                    "p_composition": self.p_composition, "cutoff": self.cutoff, "property_name": self.property_name,
+                    "property_mean": self.property_mean, "property_std": self.property_std,
+                    "p_uncond": self.p_uncond, "history": asdict(self.history), "state": state}, path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> CrystalDiffusion:
+        """A model saved by :meth:`save`, with the network (cutoff, property conditioning) it was trained with."""
         d = torch.load(path, weights_only=True)
+        if "cutoff" not in d:
+            raise ValueError(f"{path} was saved by an older mlcourse whose denoiser had no local cutoff; "
+                             f"retrain it (data/generative/train_perov5_checkpoint.py for the lesson's model)")
         h = d["history"]  # files saved before mlcourse.training hold the list of epoch losses
         history = (training.History(**h) if isinstance(h, dict)
                    else training.History(train_loss=list(h), best_epoch=len(h) - 1))
         m = cls(d["elements"], np.array(d["lattice_mean"]), np.array(d["lattice_std"]),
                 {int(k): v for k, v in d["num_atoms_counts"].items()}, d["hidden"], d["n_layers"], d["T"],
-                d["seed"], d["p_composition"], history)
+                d["seed"], d["p_composition"], d["cutoff"], d["property_name"], d["property_mean"],
+                d["property_std"], d["p_uncond"], history)
         m.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in d["state"].items()})
         m.net.eval()
         return m
@@ -549,5 +699,18 @@ def _ddpm_step(x_t, x0, ab, ab_prev, beta, t, gen):
 
 def _collate(items: Sequence[CrystalBatch]) -> CrystalBatch:
     batch = torch.cat([torch.full((len(b.types),), i) for i, b in enumerate(items)])
+    prop = None if items[0].prop is None else torch.cat([b.prop for b in items])
     return CrystalBatch(torch.cat([b.frac for b in items]), torch.cat([b.types for b in items]),
-                        torch.cat([b.lattice for b in items]), batch, torch.cat([b.masked for b in items]))
+                        torch.cat([b.lattice for b in items]), batch, torch.cat([b.masked for b in items]), prop)
+
+
+def _check_properties(values: Sequence[float], n: int) -> np.ndarray:
+    """``values`` as a float array of length n; ValueError naming the first that is not a finite number."""
+    if isinstance(values, (str, bytes)) or len(values) != n:
+        raise ValueError(f"need one property value per crystal ({n}), got {values!r:.80}")
+    y = np.empty(n)
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ValueError(f"property value {i} must be a finite number, not {v!r}")
+        y[i] = float(v)
+    return y
