@@ -135,11 +135,11 @@ def _results(args) -> int:
     lessons = _lessons(args.lessons)
     if args.compare:
         a, b = args.compare
-        diffs = results.compare(Path(a), Path(b), lessons, rtol=args.rtol)
+        diffs = results.compare(Path(a), Path(b), lessons, rtol=args.rtol, atol=args.atol)
         for line in diffs:
             print(f"differs: {line}")
         n = sum(len(e) for k, e in results.recorded(Path(a)).items() if lessons is None or k[0] in lessons)
-        print(f"{n} metrics of {a} compared with {b} (rtol {args.rtol:g}): "
+        print(f"{n} metrics of {a} compared with {b} (rtol {args.rtol:g}, atol {args.atol:g}): "
               + (f"{len(diffs)} differ" if diffs else "all equal"))
         return 1 if diffs else 0
     if args.check:
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--compare", nargs=2, metavar=("BUILD_A", "BUILD_B"),
                    help="compare the metrics recorded in two build folders; exit 1 on a difference")
     s.add_argument("--rtol", type=float, default=1e-9, help="relative tolerance of --compare (default 1e-9)")
+    s.add_argument("--atol", type=float, default=0.0, help="absolute tolerance of --compare (default 0)")
     s.set_defaults(func=_results)
     t = sub.add_parser("student", help="write student copies (solutions replaced by `answer = None` stubs)")
     t.add_argument("notebooks", nargs="*")

@@ -305,8 +305,10 @@ def format_check(df: pd.DataFrame) -> str:
 TIMING_UNITS = ("s", "graphs/s")  # metrics of how long a run took, not of what it found: never repeat exactly
 
 
-def compare(build_a: Path, build_b: Path, lessons: list[str] | None = None, rtol: float = 1e-9) -> list[str]:
-    """Where two build folders' recorded metrics differ by more than ``rtol`` (relative), as lines.
+def compare(build_a: Path, build_b: Path, lessons: list[str] | None = None, rtol: float = 1e-9,
+            atol: float = 0.0) -> list[str]:
+    """Where two build folders' recorded metrics differ by more than ``rtol`` (relative) and ``atol``
+    (absolute: for metrics near zero, such as an R² of a model no better than the mean), as lines.
 
     Compares every metric of the lessons given (default: every lesson either folder recorded), in
     every mode, but timings (``TIMING_UNITS``); a metric recorded in one folder only is a difference too.
@@ -322,7 +324,7 @@ def compare(build_a: Path, build_b: Path, lessons: list[str] | None = None, rtol
                 diffs.append(f"{lesson}/{name} ({mode}): recorded only in {build_a if name in ea else build_b}")
             elif ea[name]["unit"] in TIMING_UNITS:
                 continue
-            elif not math.isclose(ea[name]["value"], eb[name]["value"], rel_tol=rtol, abs_tol=0.0):
+            elif not math.isclose(ea[name]["value"], eb[name]["value"], rel_tol=rtol, abs_tol=atol):
                 diffs.append(f"{lesson}/{name} ({mode}): {ea[name]['value']!r} in {build_a}, "
                              f"{eb[name]['value']!r} in {build_b}")
     if lessons is not None:

@@ -162,6 +162,15 @@ def test_compare_names_each_metric_that_differs_between_two_builds(tmp_path, mon
     assert f"differs: 01_classic_regression/extra (fast): recorded only in {b}" in out
     assert cli.main(["results", "--compare", a, b, "00"]) == 1  # nothing recorded for lesson 00
     assert "00_data_and_representations: no metrics recorded in either folder" in capsys.readouterr().out
+    # near zero, a relative tolerance is no tolerance: an absolute one says how far apart counts
+    results.record("01_classic_regression", "r2", 0.0236, "", mode="fast")  # into b only: a difference
+    monkeypatch.setenv("MLCOURSE_BUILD_DIR", str(tmp_path / "a"))
+    results.record("01_classic_regression", "r2", 0.0236 + 3.5e-7, "", mode="fast")
+    results.record("01_classic_regression", "auc", 0.9000001, "", mode="fast")
+    results.record("01_classic_regression", "extra", 1, "", mode="fast")
+    assert results.compare(tmp_path / "a", tmp_path / "b", rtol=1e-5) == [
+        f"01_classic_regression/r2 (fast): {0.0236 + 3.5e-7!r} in {a}, 0.0236 in {b}"]
+    assert results.compare(tmp_path / "a", tmp_path / "b", rtol=1e-5, atol=1e-6) == []
 
 
 def test_every_lesson_states_its_expected_fast_metrics():
