@@ -9,8 +9,8 @@ forces 0.01, stress 0.001) or "mlearn" (mlearn's MTPotential.train for Zuo et al
 stress 0; https://github.com/materialsvirtuallab/mlearn/blob/master/mlearn/potentials/mtp.py).
 
 Usage (cost: level 8 / 300 iterations about 5 CPU-min, level 10 / 300 about 45 on the 2-core box):
-    nice -n 19 python scripts/mtp_convergence.py [--levels 8 10 12 16] [--maxiter 100 300 1000]
-        [--weights motep mlearn] [--radial-basis-size 8] [--out data/potentials/mtp_convergence.json]
+    nice -n 19 python scripts/mtp_convergence.py [--levels 8 10 12 14] [--maxiter 100 300 1000]
+        [--weights motep mlearn] [--radial-basis-size 8] [--out docs/mtp_convergence.json]
 """
 
 from __future__ import annotations
@@ -92,11 +92,11 @@ def save(out: Path, results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", type=int, nargs="+", default=[8, 10, 12, 16])
+    parser.add_argument("--levels", type=int, nargs="+", default=[8, 10, 12, 14])
     parser.add_argument("--maxiter", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--weights", nargs="+", default=["motep"], choices=sorted(WEIGHTS))
     parser.add_argument("--radial-basis-size", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=ROOT / "data" / "potentials" / "mtp_convergence.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "mtp_convergence.json")
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # internal: run one cell, print its record as JSON
     args = parser.parse_args()
     if args.cell:
