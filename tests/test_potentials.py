@@ -261,6 +261,24 @@ def test_train_mtp_maxiter_zero_is_the_linear_fit_alone():
         potentials.mtp_steps(-1)
 
 
+@pytest.mark.parametrize("level", [12, 14])
+def test_mtp_basis_of_higher_levels_is_rotation_invariant(level):
+    """A fitted MTP of the generated basis: the energy of a cell does not change when it turns, the forces turn."""
+    from scipy.spatial.transform import Rotation
+
+    frames = _emt_cu(4)
+    calc, _ = potentials.train_mtp(frames, level=level, max_dist=4.5, maxiter=0, progress=False)
+    rot = Rotation.random(random_state=1).as_matrix()
+    a = frames[0].copy()
+    b = a.copy()
+    b.set_cell(a.cell.array @ rot.T, scale_atoms=False)
+    b.set_positions(a.positions @ rot.T)
+    a.calc = b.calc = calc
+    assert abs(b.get_potential_energy() - a.get_potential_energy()) < 1e-9 * abs(a.get_potential_energy())
+    np.testing.assert_allclose(b.get_forces(), a.get_forces() @ rot.T, atol=1e-8)
+    assert np.abs(a.get_forces()).max() > 1e-3  # the forces are not trivially zero
+
+
 def _lesson_03_table(train: list, test: list) -> "pd.DataFrame":
     """Lesson 03's training and error-table calls (section 3-4) at a tiny size: MTP, NequIP and MACE."""
     from mlcourse import metrics
