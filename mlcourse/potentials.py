@@ -36,7 +36,9 @@ from motep.train.trainer import Trainer
 # evaluates it as a chain of pairwise contractions of symmetric tensors ("alpha_index_times": {i, j,
 # multiplicity, k}: moment k += multiplicity * moment i * moment j). MTP_MAX_LEVEL: levels 6-12 are
 # mlip-2's files character for character (levels 6-10 are tested), level 14 has the same basis functions as
-# mlip-2's, partly in another order; from level 16 on mlip-2 also contracts mixed tensors that this does not.
+# mlip-2's, partly in another order. From level 16 on mlip-2 also contracts two different tensors that both keep
+# free indices, stored with separate index groups; this stores every intermediate as one symmetric tensor (an
+# invariant basis only without such contractions), so it stops at 14.
 MTP_MAX_LEVEL = 14
 
 
