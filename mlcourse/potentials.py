@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
+import math
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -27,38 +29,116 @@ from motep.calculator import MTP
 from motep.io.mlip.mtp import read_mtp, write_mtp
 from motep.train.trainer import Trainer
 
-# The moment-tensor basis of each level, as in mlip-2's untrained_mtps/NN.mtp (Novikov et al.,
-# Mach. Learn.: Sci. Technol. 2, 025002 (2021)); identical in motep's tests/data_path fitting files.
-# Entries: radial_funcs_count, alpha_moments_count, alpha_index_basic, alpha_index_times,
-# alpha_moment_mapping ({mu, a1, a2, a3} moments; {i, j, multiplicity, k} products).
-MTP_LEVELS = {
-    6: (2, 8,
-        "{0, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}, {1, 0, 0, 0}",
-        "{0, 0, 1, 5}, {1, 1, 1, 6}, {2, 2, 1, 6}, {3, 3, 1, 6}, {0, 5, 1, 7}",
-        "0, 4, 5, 6, 7"),
-    8: (2, 18,
-        "{0, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}, {0, 2, 0, 0}, {0, 1, 1, 0}, "
-        "{0, 1, 0, 1}, {0, 0, 2, 0}, {0, 0, 1, 1}, {0, 0, 0, 2}, {1, 0, 0, 0}",
-        "{0, 0, 1, 11}, {1, 1, 1, 12}, {2, 2, 1, 12}, {3, 3, 1, 12}, {4, 4, 1, 13}, {5, 5, 2, 13}, "
-        "{6, 6, 2, 13}, {7, 7, 1, 13}, {8, 8, 2, 13}, {9, 9, 1, 13}, {0, 10, 1, 14}, {0, 11, 1, 15}, "
-        "{0, 12, 1, 16}, {0, 15, 1, 17}",
-        "0, 10, 11, 12, 13, 14, 15, 16, 17"),
-    10: (3, 41,
-         "{0, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}, {0, 2, 0, 0}, {0, 1, 1, 0}, "
-         "{0, 1, 0, 1}, {0, 0, 2, 0}, {0, 0, 1, 1}, {0, 0, 0, 2}, {0, 3, 0, 0}, {0, 2, 1, 0}, "
-         "{0, 2, 0, 1}, {0, 1, 2, 0}, {0, 1, 1, 1}, {0, 1, 0, 2}, {0, 0, 3, 0}, {0, 0, 2, 1}, "
-         "{0, 0, 1, 2}, {0, 0, 0, 3}, {1, 0, 0, 0}, {1, 1, 0, 0}, {1, 0, 1, 0}, {1, 0, 0, 1}, "
-         "{2, 0, 0, 0}",
-         "{0, 0, 1, 25}, {1, 1, 1, 26}, {2, 2, 1, 26}, {3, 3, 1, 26}, {1, 4, 1, 27}, {2, 5, 1, 27}, "
-         "{3, 6, 1, 27}, {1, 5, 1, 28}, {2, 7, 1, 28}, {3, 8, 1, 28}, {1, 6, 1, 29}, {2, 8, 1, 29}, "
-         "{3, 9, 1, 29}, {4, 4, 1, 30}, {5, 5, 2, 30}, {6, 6, 2, 30}, {7, 7, 1, 30}, {8, 8, 2, 30}, "
-         "{9, 9, 1, 30}, {10, 10, 1, 31}, {11, 11, 3, 31}, {12, 12, 3, 31}, {13, 13, 3, 31}, "
-         "{14, 14, 6, 31}, {15, 15, 3, 31}, {16, 16, 1, 31}, {17, 17, 3, 31}, {18, 18, 3, 31}, "
-         "{19, 19, 1, 31}, {0, 20, 1, 32}, {1, 21, 1, 33}, {2, 22, 1, 33}, {3, 23, 1, 33}, "
-         "{0, 25, 1, 34}, {0, 26, 1, 35}, {0, 30, 1, 36}, {1, 27, 1, 37}, {2, 28, 1, 37}, "
-         "{3, 29, 1, 37}, {0, 32, 1, 38}, {0, 34, 1, 39}, {0, 35, 1, 40}",
-         "0, 20, 24, 25, 26, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40"),
-}
+# The moment-tensor basis of an MTP level (Shapeev, Multiscale Model. Simul. 14, 1153 (2016); mlip-2's
+# untrained_mtps/NN.mtp, Novikov et al., Mach. Learn.: Sci. Technol. 2, 025002 (2021)). A moment
+# M_{mu,nu} = sum_j f_mu(r_ij) r_ij^(x)nu has level 2 + 4 mu + nu; a basis function is a full contraction of
+# at most 4 moments (no index contracted within one moment) whose levels add up to <= the MTP level. mlip-2
+# evaluates it as a chain of pairwise contractions of symmetric tensors ("alpha_index_times": {i, j,
+# multiplicity, k}: moment k += multiplicity * moment i * moment j). MTP_MAX_LEVEL: levels 6-12 are
+# mlip-2's files character for character (levels 6-10 are tested), level 14 has the same basis functions as
+# mlip-2's, partly in another order. From level 16 on mlip-2 also contracts two different tensors that both keep
+# free indices, stored with separate index groups; this stores every intermediate as one symmetric tensor (an
+# invariant basis only without such contractions), so it stops at 14.
+MTP_MAX_LEVEL = 14
+
+
+def _components(rank: int) -> list[tuple[int, int, int]]:
+    """The independent components (powers of x, y, z) of a symmetric tensor, in mlip-2's order."""
+    return [(a, b, rank - a - b) for a in range(rank, -1, -1) for b in range(rank - a, -1, -1)]
+
+
+def _contraction_graphs(types: list[tuple[int, int]], level: int) -> list[tuple[tuple[int, ...], dict]]:
+    """Every basis function of ``level`` as (moment types, sorted; edges {(a, b): contracted indices})."""
+    def multisets(n, start, budget):
+        if n == 0:
+            yield ()
+        for t in range(start, len(types)) if n else ():
+            if 2 + 4 * types[t][0] + types[t][1] <= budget:
+                yield from ((t,) + rest for rest in multisets(n - 1, t, budget - 2 - 4 * types[t][0] - types[t][1]))
+
+    graphs = {}
+    for n in range(1, 5):
+        for ms in multisets(n, 0, level):
+            nus, pairs = [types[t][1] for t in ms], list(itertools.combinations(range(n), 2))
+            for es in itertools.product(range(max(nus) + 1), repeat=len(pairs)):
+                edges = dict(zip(pairs, es))
+                if [sum(edges[p] for p in pairs if v in p) for v in range(n)] != nus:
+                    continue
+                canon = min(tuple(edges[tuple(sorted((p[a], p[b])))] for a, b in pairs)
+                            for p in itertools.permutations(range(n)) if all(ms[p[v]] == ms[v] for v in range(n)))
+                graphs.setdefault((ms, canon), (ms, dict(zip(pairs, canon))))
+    return list(graphs.values())
+
+
+def mtp_basis(level: int) -> dict:
+    """The moment-tensor basis of an MTP ``level`` (even, 2 to :data:`MTP_MAX_LEVEL`) as the fields of a level file.
+
+    Returns radial_funcs_count, alpha_moments_count, alpha_index_basic ([mu, a1, a2, a3] rows),
+    alpha_index_times ([i, j, multiplicity, k] rows) and alpha_moment_mapping (the scalar moments).
+    """
+    if level % 2 or not 2 <= level <= MTP_MAX_LEVEL:
+        raise ValueError(f"MTP level {level} is not available; choose an even level from 2 to {MTP_MAX_LEVEL}")
+    types = sorted((mu, nu) for mu in range(level) for nu in range(level) if 2 + 4 * mu + nu <= level)
+    nodes: dict[tuple, tuple[int, tuple[int, ...], int]] = {}  # key -> (rank, moment types, smaller part)
+
+    def add(key, rank, ms, part):
+        nodes.setdefault(key, (rank, tuple(sorted(ms)), part))
+        return key
+
+    def contract(a, b, k):  # the fully contracted operand first: the result is a symmetric tensor
+        (ra, ma, _), (rb, mb, _) = nodes[a], nodes[b]
+        if k != ra:
+            (a, ra, ma), (b, rb, mb) = (b, rb, mb), (a, ra, ma)
+        assert k == ra or (a == b and ra - k == 1)
+        return add(("c", a, b, k), ra + rb - 2 * k, ma + mb, min(len(ma), len(mb)))
+
+    def build(vs, ms, edges, closed):  # mlip-2's order: scalar moments first, then products, then a chain
+        basic = lambda v: add(("b", ms[v]), types[ms[v]][1], (ms[v],), 0)
+        if len(vs) == 1:
+            return basic(vs[0])
+        link = lambda v, ws: sum(edges.get((min(v, w), max(v, w)), 0) for w in ws)
+        if closed:
+            scalars = [v for v in vs if types[ms[v]][1] == 0]
+            if scalars:
+                v = min(scalars, key=lambda v: ms[v])
+                return contract(basic(v), build([w for w in vs if w != v], ms, edges, True), 0)
+            comp = {vs[0]}
+            while grow := {w for w in vs if w not in comp and link(w, comp)}:
+                comp |= grow
+            if len(comp) < len(vs):
+                return contract(build(sorted(comp), ms, edges, True),
+                                build([w for w in vs if w not in comp], ms, edges, True), 0)
+        return contract(basic(vs[0]), build(vs[1:], ms, edges, False), link(vs[0], vs[1:]))
+
+    scalars = [build(list(range(len(ms))), ms, edges, True) for ms, edges in _contraction_graphs(types, level)]
+    ids, basic = {}, []
+    for t in sorted({key[1] for key in nodes if key[0] == "b"}):
+        ids[("b", t)] = len(basic)
+        basic += [[types[t][0], *c] for c in _components(types[t][1])]
+    mu = lambda key: sum(types[t][0] for t in nodes[key][1])
+    order = sorted((key for key in nodes if key[0] == "c"),
+                   key=lambda key: (len(nodes[key][1]), -nodes[key][2], mu(key), nodes[key][1], key[3]))
+    count = len(basic)
+    for key in order:
+        ids[key], count = count, count + len(_components(nodes[key][0]))
+    times = []
+    for key in order:
+        _, a, b, k = key
+        ca, cb, free_a = _components(nodes[a][0]), _components(nodes[b][0]), nodes[a][0] - k
+        for n, c in enumerate(_components(nodes[key][0])):
+            axes = [0] * c[0] + [1] * c[1] + [2] * c[2]  # the first free indices belong to a, the rest to b
+            for q in _components(k):
+                pa, pb = list(q), list(q)
+                for x in axes[:free_a]:
+                    pa[x] += 1
+                for x in axes[free_a:]:
+                    pb[x] += 1
+                i, j = sorted((ids[a] + ca.index(tuple(pa)), ids[b] + cb.index(tuple(pb))))
+                times.append([i, j, math.factorial(k) // math.prod(map(math.factorial, q)), ids[key] + n])
+    mapping = sorted(set(scalars), key=lambda key: (len(nodes[key][1]), mu(key), nodes[key][1], key))
+    return {"radial_funcs_count": 1 + max(row[0] for row in basic), "alpha_moments_count": count,
+            "alpha_index_basic": basic, "alpha_index_times": times, "alpha_moment_mapping": [ids[key] for key in mapping]}
+
 
 def mtp_steps(maxiter: int) -> list[dict]:
     """The optimisation of :func:`train_mtp`, in motep's step format (scipy methods go through "minimize").
@@ -109,27 +189,27 @@ class MTPCalculator(MTP):
 
 def untrained_mtp(level: int, species: list[str], min_dist: float, max_dist: float,
                   radial_basis_size: int = 8) -> str:
-    """Text of an untrained MTP level file (mlip-2 format) for ``species``.
+    """Text of an untrained MTP level file (mlip-2 format) for ``species``, the basis of :func:`mtp_basis`.
 
-    ``min_dist`` and ``max_dist`` (Å) bound the radial basis (max_dist is the cutoff).
-    Levels 6, 8 and 10 are available; ValueError for other levels or bad bounds.
+    ``min_dist`` and ``max_dist`` (Å) bound the radial basis (max_dist is the cutoff), ``radial_basis_size``
+    Chebyshev polynomials per radial function (mlip-2 and mlearn: 8). ValueError for other levels or bad bounds.
     """
-    if level not in MTP_LEVELS:
-        raise ValueError(f"MTP level {level} is not available; choose one of {sorted(MTP_LEVELS)}")
+    basis = mtp_basis(level)
     if not species or not 0 < min_dist < max_dist or radial_basis_size < 1:
         raise ValueError(f"need species, 0 < min_dist < max_dist and radial_basis_size >= 1, got "
                          f"{species!r}, {min_dist}, {max_dist}, {radial_basis_size}")
-    funcs, count, basic, times, mapping = MTP_LEVELS[level]
+    rows = lambda rows: ", ".join("{" + ", ".join(map(str, r)) + "}" for r in rows)
     return (
         "MTP\nversion = 1.1.0\npotential_name = MTP1m\n"
         f"species_count = {len(species)}\npotential_tag = \n"
         "radial_basis_type = RBChebyshev\n"
         f"\tmin_dist = {min_dist}\n\tmax_dist = {max_dist}\n"
-        f"\tradial_basis_size = {radial_basis_size}\n\tradial_funcs_count = {funcs}\n"
-        f"alpha_moments_count = {count}\n"
-        f"alpha_index_basic_count = {basic.count('{')}\nalpha_index_basic = {{{basic}}}\n"
-        f"alpha_index_times_count = {times.count('{')}\nalpha_index_times = {{{times}}}\n"
-        f"alpha_scalar_moments = {mapping.count(',') + 1}\nalpha_moment_mapping = {{{mapping}}}\n"
+        f"\tradial_basis_size = {radial_basis_size}\n\tradial_funcs_count = {basis['radial_funcs_count']}\n"
+        f"alpha_moments_count = {basis['alpha_moments_count']}\n"
+        f"alpha_index_basic_count = {len(basis['alpha_index_basic'])}\nalpha_index_basic = {{{rows(basis['alpha_index_basic'])}}}\n"
+        f"alpha_index_times_count = {len(basis['alpha_index_times'])}\nalpha_index_times = {{{rows(basis['alpha_index_times'])}}}\n"
+        f"alpha_scalar_moments = {len(basis['alpha_moment_mapping'])}\n"
+        f"alpha_moment_mapping = {{{', '.join(map(str, basis['alpha_moment_mapping']))}}}\n"
     )
 
 
@@ -174,7 +254,7 @@ def train_mtp(frames: list, level: int = 8, max_dist: float = 5.0, radial_basis_
               progress: bool = True) -> tuple[MTPCalculator, list[float]]:
     """Train an MTP with motep on ASE Atoms carrying energy/forces/stress; returns its ASE calculator and the loss.
 
-    ``level`` (6, 8 or 10) sets the moment-tensor basis, ``max_dist`` the cutoff (Å), ``radial_basis_size``
+    ``level`` (even, up to :data:`MTP_MAX_LEVEL`; :func:`mtp_basis`) sets the moment-tensor basis, ``max_dist`` the cutoff (Å), ``radial_basis_size``
     the Chebyshev polynomials per radial function; ``min_dist`` (Å) defaults to the shortest distance in
     ``frames`` minus 0.05. The fit is :func:`mtp_steps`: a linear fit, ``maxiter`` L-BFGS-B iterations on
     all parameters, a linear refit. ``weights`` are motep's loss settings (``motep.loss.LossSetting``;

@@ -87,7 +87,60 @@ def _moment_levels(mtp) -> list[int]:
     return levels
 
 
-@pytest.mark.parametrize("level", [6, 8, 10])
+# mlip-2's untrained_mtps/06.mtp, 08.mtp and 10.mtp (the course's level files until mtp_basis generated them):
+# radial_funcs_count, alpha_moments_count, alpha_index_basic, alpha_index_times, alpha_moment_mapping.
+MLIP2_LEVELS = {
+    6: (2, 8,
+        "{0, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}, {1, 0, 0, 0}",
+        "{0, 0, 1, 5}, {1, 1, 1, 6}, {2, 2, 1, 6}, {3, 3, 1, 6}, {0, 5, 1, 7}",
+        "0, 4, 5, 6, 7"),
+    8: (2, 18,
+        "{0, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}, {0, 2, 0, 0}, {0, 1, 1, 0}, "
+        "{0, 1, 0, 1}, {0, 0, 2, 0}, {0, 0, 1, 1}, {0, 0, 0, 2}, {1, 0, 0, 0}",
+        "{0, 0, 1, 11}, {1, 1, 1, 12}, {2, 2, 1, 12}, {3, 3, 1, 12}, {4, 4, 1, 13}, {5, 5, 2, 13}, "
+        "{6, 6, 2, 13}, {7, 7, 1, 13}, {8, 8, 2, 13}, {9, 9, 1, 13}, {0, 10, 1, 14}, {0, 11, 1, 15}, "
+        "{0, 12, 1, 16}, {0, 15, 1, 17}",
+        "0, 10, 11, 12, 13, 14, 15, 16, 17"),
+    10: (3, 41,
+         "{0, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}, {0, 2, 0, 0}, {0, 1, 1, 0}, "
+         "{0, 1, 0, 1}, {0, 0, 2, 0}, {0, 0, 1, 1}, {0, 0, 0, 2}, {0, 3, 0, 0}, {0, 2, 1, 0}, "
+         "{0, 2, 0, 1}, {0, 1, 2, 0}, {0, 1, 1, 1}, {0, 1, 0, 2}, {0, 0, 3, 0}, {0, 0, 2, 1}, "
+         "{0, 0, 1, 2}, {0, 0, 0, 3}, {1, 0, 0, 0}, {1, 1, 0, 0}, {1, 0, 1, 0}, {1, 0, 0, 1}, "
+         "{2, 0, 0, 0}",
+         "{0, 0, 1, 25}, {1, 1, 1, 26}, {2, 2, 1, 26}, {3, 3, 1, 26}, {1, 4, 1, 27}, {2, 5, 1, 27}, "
+         "{3, 6, 1, 27}, {1, 5, 1, 28}, {2, 7, 1, 28}, {3, 8, 1, 28}, {1, 6, 1, 29}, {2, 8, 1, 29}, "
+         "{3, 9, 1, 29}, {4, 4, 1, 30}, {5, 5, 2, 30}, {6, 6, 2, 30}, {7, 7, 1, 30}, {8, 8, 2, 30}, "
+         "{9, 9, 1, 30}, {10, 10, 1, 31}, {11, 11, 3, 31}, {12, 12, 3, 31}, {13, 13, 3, 31}, "
+         "{14, 14, 6, 31}, {15, 15, 3, 31}, {16, 16, 1, 31}, {17, 17, 3, 31}, {18, 18, 3, 31}, "
+         "{19, 19, 1, 31}, {0, 20, 1, 32}, {1, 21, 1, 33}, {2, 22, 1, 33}, {3, 23, 1, 33}, "
+         "{0, 25, 1, 34}, {0, 26, 1, 35}, {0, 30, 1, 36}, {1, 27, 1, 37}, {2, 28, 1, 37}, "
+         "{3, 29, 1, 37}, {0, 32, 1, 38}, {0, 34, 1, 39}, {0, 35, 1, 40}",
+         "0, 20, 24, 25, 26, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40"),
+}
+# mlip-2's 12.mtp and 14.mtp: radial_funcs_count, alpha_moments_count, alpha_index_basic_count,
+# alpha_index_times_count, alpha_scalar_moments.
+MLIP2_COUNTS = {12: (3, 84, 46, 117, 29), 14: (4, 174, 81, 348, 52)}
+
+
+def _rows(rows) -> str:
+    return ", ".join("{" + ", ".join(map(str, r)) + "}" for r in rows)
+
+
+@pytest.mark.parametrize("level", sorted(MLIP2_LEVELS))
+def test_mtp_basis_reproduces_mlip2_level_files(level):
+    basis = potentials.mtp_basis(level)
+    assert (basis["radial_funcs_count"], basis["alpha_moments_count"], _rows(basis["alpha_index_basic"]),
+            _rows(basis["alpha_index_times"]), ", ".join(map(str, basis["alpha_moment_mapping"]))) == MLIP2_LEVELS[level]
+
+
+@pytest.mark.parametrize("level", sorted(MLIP2_COUNTS))
+def test_mtp_basis_of_higher_levels_has_mlip2s_size(level):
+    basis = potentials.mtp_basis(level)
+    assert (basis["radial_funcs_count"], basis["alpha_moments_count"], len(basis["alpha_index_basic"]),
+            len(basis["alpha_index_times"]), len(basis["alpha_moment_mapping"])) == MLIP2_COUNTS[level]
+
+
+@pytest.mark.parametrize("level", [2, 4, 6, 8, 10, 12, 14])
 def test_untrained_mtp_round_trips_through_motep(tmp_path, level):
     path = tmp_path / f"{level:02d}.mtp"
     path.write_text(potentials.untrained_mtp(level, ["Si", "Ge"], min_dist=1.9, max_dist=5.0, radial_basis_size=7))
@@ -103,7 +156,7 @@ def test_untrained_mtp_round_trips_through_motep(tmp_path, level):
     assert mtp.radial_funcs_count == 1 + max(mu for mu, *_ in mtp.alpha_index_basic)
 
 
-@pytest.mark.parametrize("args", [(7, ["Si"], 2.0, 5.0), (12, ["Si"], 2.0, 5.0), (8, [], 2.0, 5.0), (8, ["Si"], 5.0, 2.0)])
+@pytest.mark.parametrize("args", [(7, ["Si"], 2.0, 5.0), (16, ["Si"], 2.0, 5.0), (0, ["Si"], 2.0, 5.0), (8, [], 2.0, 5.0), (8, ["Si"], 5.0, 2.0)])
 def test_untrained_mtp_rejects_unknown_levels_and_bad_bounds(args):
     with pytest.raises(ValueError):
         potentials.untrained_mtp(*args)
@@ -206,6 +259,24 @@ def test_train_mtp_maxiter_zero_is_the_linear_fit_alone():
     assert len(losses) == 2 and losses[1] < losses[0]  # the random start, the linear fit
     with pytest.raises(ValueError, match="maxiter must be >= 0"):
         potentials.mtp_steps(-1)
+
+
+@pytest.mark.parametrize("level", [12, 14])
+def test_mtp_basis_of_higher_levels_is_rotation_invariant(level):
+    """A fitted MTP of the generated basis: the energy of a cell does not change when it turns, the forces turn."""
+    from scipy.spatial.transform import Rotation
+
+    frames = _emt_cu(4)
+    calc, _ = potentials.train_mtp(frames, level=level, max_dist=4.5, maxiter=0, progress=False)
+    rot = Rotation.random(random_state=1).as_matrix()
+    a = frames[0].copy()
+    b = a.copy()
+    b.set_cell(a.cell.array @ rot.T, scale_atoms=False)
+    b.set_positions(a.positions @ rot.T)
+    a.calc = b.calc = calc
+    assert abs(b.get_potential_energy() - a.get_potential_energy()) < 1e-9 * abs(a.get_potential_energy())
+    np.testing.assert_allclose(b.get_forces(), a.get_forces() @ rot.T, atol=1e-8)
+    assert np.abs(a.get_forces()).max() > 1e-3  # the forces are not trivially zero
 
 
 def _lesson_03_table(train: list, test: list) -> "pd.DataFrame":
