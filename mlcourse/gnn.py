@@ -362,6 +362,11 @@ class GraphNet(nn.Module):
         n_tasks, tasks = config["n_tasks"], config["tasks"]
         self.config = {**config, "tasks": list(tasks) if tasks is not None else [f"task{i}" for i in range(n_tasks)]}
         self.pooling = READOUTS[config["readout"]]
+        # the Gaussian basis of bond lengths that expand() reads, and the target scaling of every network
+        self.register_buffer("centers", torch.linspace(0.0, config["cutoff"], config["n_gaussians"]))
+        self.width = config["cutoff"] / (config["n_gaussians"] - 1)
+        self.register_buffer("y_mean", torch.zeros(n_tasks))
+        self.register_buffer("y_std", torch.ones(n_tasks))
 
     @property
     def tasks(self) -> list[str]:
@@ -417,14 +422,10 @@ class CGCNN(GraphNet):
         self._start(dict(n_tasks=n_tasks, hidden=hidden, n_conv=n_conv, fc_hidden=fc_hidden, cutoff=cutoff,
                          max_neighbors=max_neighbors, n_gaussians=n_gaussians, max_z=max_z, tasks=tasks, readout=readout))
         self.embedding = nn.Embedding(max_z + 1, hidden)
-        self.register_buffer("centers", torch.linspace(0.0, cutoff, n_gaussians))
-        self.width = cutoff / (n_gaussians - 1)
         self.convs = nn.ModuleList(FactorisedCGConv(hidden, dim=n_gaussians, aggr="add", batch_norm=True) for _ in range(n_conv))
         self.attention = self.pooling.gate(hidden)
         self.fc = nn.Linear(hidden, fc_hidden)
         self.head = nn.Linear(self.head_inputs, n_tasks)
-        self.register_buffer("y_mean", torch.zeros(n_tasks))
-        self.register_buffer("y_std", torch.ones(n_tasks))
 
     @property
     def head_inputs(self) -> int:
@@ -547,8 +548,6 @@ class ALIGNN(GraphNet):
                          max_neighbors=max_neighbors, n_gaussians=n_gaussians, n_angle_bins=n_angle_bins, max_z=max_z,
                          tasks=tasks, readout=readout))
         self.embedding = nn.Embedding(max_z + 1, hidden)
-        self.register_buffer("centers", torch.linspace(0.0, cutoff, n_gaussians))
-        self.width = cutoff / (n_gaussians - 1)
         self.register_buffer("angle_centers", torch.linspace(-1.0, 1.0, n_angle_bins))
         self.angle_width = 2.0 / (n_angle_bins - 1)
         self.bond_embedding = nn.Sequential(_mlp(n_gaussians, hidden), _mlp(hidden, hidden))
@@ -557,8 +556,6 @@ class ALIGNN(GraphNet):
         self.gcn_layers = nn.ModuleList(EdgeGatedConv(hidden) for _ in range(n_gcn))
         self.attention = self.pooling.gate(hidden)
         self.head = nn.Linear(self.head_inputs, n_tasks)
-        self.register_buffer("y_mean", torch.zeros(n_tasks))
-        self.register_buffer("y_std", torch.ones(n_tasks))
 
     @property
     def head_inputs(self) -> int:
