@@ -227,9 +227,10 @@ def assemble(executed_dir: Path, src: Path) -> list[Path]:
     for path in executed:
         student.write_student_copy(KIT / "notebooks" / path.name, src / "_extra" / "student")
         page = src / "lessons" / path.name
-        nbformat.write(lesson_page(path, f"../student/{path.name}"), page)
+        nb = lesson_page(path, f"../student/{path.name}")
+        nbformat.write(nb, page)
         pages.append(page)
-        facts.append((path.name, lesson_facts(nbformat.read(path, as_version=4))))
+        facts.append((path.name, lesson_facts(nb)))  # its first cell keeps the title and time
     (src / "index.md").write_text(_landing(facts))
     (src / "results.md").write_text(_results_page())
     (src / "setup.md").write_text(_readme_setup())
