@@ -5,8 +5,9 @@ and tests on its 25 test configurations: the split lesson 03 uses in full mode. 
 weights); the cells run cheapest first, each in its own process, and each finished cell is added to the
 results file at once (written to a temporary file, then renamed), so a run stopped at any point keeps every
 finished cell and a restart skips them. ``weights``: "motep" (motep's and lesson 03's defaults: energy 1,
-forces 0.01, stress 0.001) or "mlearn" (mlearn's MTPotential.train for Zuo et al.: energy 1, forces 0.01,
-stress 0; https://github.com/materialsvirtuallab/mlearn/blob/master/mlearn/potentials/mtp.py).
+forces 0.01, stress 0.001) or "mlearn" (the defaults of mlearn's MTPotential.train, the code of Zuo et al.:
+energy 1, forces 0.01, stress 0; https://github.com/materialsvirtuallab/mlearn/blob/master/mlearn/potentials/mtp.py;
+the weights Zuo et al. actually used are not stated in public code).
 
 Usage (cost: level 8 / 300 iterations about 5 CPU-min, level 10 / 300 about 45 on the 2-core box):
     nice -n 19 python scripts/mtp_convergence.py [--levels 8 10 12 14] [--maxiter 100 300 1000]
