@@ -8,6 +8,7 @@
 #   make site-check   opens that site in headless Chromium (Debian's chromium package) and checks every page
 #   make colab-twin [NB="00 03 05"]   Colab's Python 3.13 and package versions, here: runs the notebooks'
 #                                     set-up cell against this checkout, then the notebooks in fast mode
+#   make colab-twin-base              only the twin's base (Colab's packages; kept outside the clone)
 
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -24,7 +25,7 @@ TWIN ?= $(HOME)/.cache/mlcourse/colab-twin
 TWIN_STAMP := $(TWIN)/.base-$(shell cat requirements/colab-twin.txt requirements/colab-constraints.txt | sha256sum | cut -c1-16)
 NB ?=
 
-.PHONY: install course test quick nbval full student site site-check clean colab-twin
+.PHONY: install course test quick nbval full student site site-check clean colab-twin colab-twin-base
 install: $(STAMP)
 
 $(STAMP): requirements/lock.txt pyproject.toml
@@ -80,6 +81,9 @@ $(TWIN_STAMP):  # its name holds the hash of both files: no mtime check, so a fr
 	$(TWIN)/bin/python -m pip install -q --disable-pip-version-check papermill -c requirements/colab-constraints.txt
 	$(TWIN)/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (Colab twin)"
 	touch $@
+
+# the base alone (CI installs it in the background while the tests run)
+colab-twin-base: $(TWIN_STAMP)
 
 colab-twin: $(TWIN_STAMP)
 	$(TWIN)/bin/python scripts/colab_twin.py $(NB)
