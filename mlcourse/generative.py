@@ -196,7 +196,7 @@ class PeriodicDenoiser(nn.Module):
         """(B, dim) sin and cos of 2 pi N / P for dim / 2 periods P from 2 to 64 atoms (geometric): the atom
         count N as features in which neighbouring counts differ. With ln N alone, a model trained on the
         diamond Si cells of 2-16 atoms of ``tests/test_generative.py`` gave its 6- and 8-atom samples
-        median angles of 70 and 80 degrees, between the 60 of the 2-6-atom and the 90 of the 8- and
+        median angles of 75 and 78 degrees, between the 60 of the 2-6-atom and the 90 of the 8- and
         16-atom cells (one smooth function of ln N through all the counts)."""
         periods = torch.exp(torch.linspace(math.log(2.0), math.log(64.0), dim // 2, dtype=n_atoms.dtype))
         phase = 2 * math.pi * n_atoms[:, None] / periods
