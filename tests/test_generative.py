@@ -261,7 +261,10 @@ def test_samples_of_a_variable_size_single_element_set_have_its_bond_lengths():
     samples = m.sample(num_atoms=[2, 4, 6, 8, 16] * 8, seed=0, corrector=0.3, progress=False)
     valid = [s for s in samples if metrics.structure_validity(s)]
     assert len(valid) >= 0.7 * len(samples)
-    assert metrics.nn_distance_wasserstein(valid, train) < 0.35  # Å
+    # over all valid samples: 0.177 Å; 0.268 with the atom count as ln N only (count_features=0), whose 6- and
+    # 8-atom cells got blended lattices (below); with training and sampling seed 1: 0.135 and 0.227. Not yet
+    # in it: the 16-atom cells, nearly all invalid (two atoms on one site), so this is not issue 17's "done"
+    assert metrics.nn_distance_wasserstein(valid, train) < 0.2  # Å
     two = [s for s in valid if len(s) == 2]
     assert len(two) >= 5
     assert metrics.nn_distance_wasserstein(two, [s for s in train if len(s) == 2]) < 0.15  # Å
