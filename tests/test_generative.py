@@ -168,6 +168,28 @@ def test_fit_resumes_from_its_checkpoint_and_load_reads_old_histories(tmp_path, 
         g.CrystalDiffusion.load(tmp_path / "pre_cutoff.pt")
 
 
+def test_atom_count_features_tell_neighbouring_counts_apart_and_old_files_load_without_them(tmp_path):
+    emb = g.PeriodicDenoiser.count_embedding(torch.arange(1.0, 65.0), 16)
+    assert emb.shape == (64, 16)
+    gaps = torch.cdist(emb, emb) + 10 * torch.eye(64)
+    assert float(gaps.min()) > 0.3  # any two counts of 1-64 atoms differ clearly
+    with pytest.raises(ValueError, match="count_features must be an even number >= 0, not 3"):
+        g.PeriodicDenoiser(2, count_features=3)
+    train = small_training_set()
+    plain = g.CrystalDiffusion.from_structures(train, hidden=16, n_layers=1, T=10, count_features=0)
+    m = g.CrystalDiffusion.from_structures(train, hidden=16, n_layers=1, T=10)
+    assert m.count_features == 16
+    assert plain.net.embed.in_features + 16 == m.net.embed.in_features
+    assert g.CrystalDiffusion.load(m.save(tmp_path / "m.pt")).count_features == 16
+    # files saved before the atom-count features (the registered perov5 model) hold the network without them
+    d = torch.load(plain.save(tmp_path / "plain.pt"), weights_only=True)
+    torch.save({k: v for k, v in d.items() if k != "count_features"}, tmp_path / "old.pt")
+    old = g.CrystalDiffusion.load(tmp_path / "old.pt")
+    assert old.count_features == 0
+    np.testing.assert_allclose(old.sample(num_atoms=[5], seed=2, progress=False)[0].frac_coords,
+                               plain.sample(num_atoms=[5], seed=2, progress=False)[0].frac_coords, atol=2e-2)
+
+
 def test_cell_matches_pymatgen(model):
     structures = small_training_set()[:3] + [Structure(Lattice.from_parameters(3.1, 4.2, 5.3, 80, 95, 110), ["Fe"], [[0, 0, 0]])]
     lat = (g.lattice_features(structures) - model.lattice_mean) / model.lattice_std
@@ -239,10 +261,21 @@ def test_samples_of_a_variable_size_single_element_set_have_its_bond_lengths():
     samples = m.sample(num_atoms=[2, 4, 6, 8, 16] * 8, seed=0, corrector=0.3, progress=False)
     valid = [s for s in samples if metrics.structure_validity(s)]
     assert len(valid) >= 0.7 * len(samples)
-    assert metrics.nn_distance_wasserstein(valid, train) < 0.35  # Å
+    # over all valid samples: 0.177 Å; 0.268 with the atom count as ln N only (count_features=0), whose 6- and
+    # 8-atom cells got blended lattices (below); with training and sampling seed 1: 0.135 and 0.227. Not yet
+    # in it: the 16-atom cells, nearly all invalid (two atoms on one site), so this is not issue 17's "done"
+    assert metrics.nn_distance_wasserstein(valid, train) < 0.2  # Å
     two = [s for s in valid if len(s) == 2]
     assert len(two) >= 5
     assert metrics.nn_distance_wasserstein(two, [s for s in train if len(s) == 2]) < 0.15  # Å
+    # each atom count gets its own lattice: with ln N as the only atom-count input (count_features=0)
+    # the 6- and 8-atom cells came out with median angles of 75 and 78 degrees, between the 60 of the
+    # 2-6-atom cells and the 90 of the 8- and 16-atom ones
+    for n, angle in [(6, 60.0), (8, 90.0)]:
+        cells = [s for s in samples if len(s) == n]
+        assert abs(np.median([s.lattice.angles for s in cells]) - angle) < 3.0, n
+        ref = np.median([s.volume / n for s in train if len(s) == n])
+        assert abs(np.median([s.volume / n for s in cells]) / ref - 1) < 0.05, n  # volume per atom
 
 
 def test_property_conditioning_with_classifier_free_guidance(tmp_path):
