@@ -308,7 +308,7 @@ class CrystalDiffusion:
     :meth:`sample` (or :meth:`trajectory`), :meth:`save`/:meth:`load`. ``p_composition`` is the fraction of training
     crystals whose atom types stay unmasked, so that the model also learns to generate a structure
     for a given composition. ``cutoff`` (Å): the denoiser's local radius; ``count_features``: the size of
-    its atom-count features (:class:`PeriodicDenoiser`; 0: ln N only, as in models saved before them).
+    its atom-count features (:class:`PeriodicDenoiser`; 0: ln N only).
 
     A model built with ``properties`` (:meth:`from_structures`) is conditioned on that property
     (``property_name``, standardised with ``property_mean`` and ``property_std``, in the property's
@@ -689,19 +689,19 @@ class CrystalDiffusion:
     @classmethod
     def load(cls, path: str | Path) -> CrystalDiffusion:
         """A model saved by :meth:`save`, with the network (cutoff, property conditioning, atom-count features)
-        it was trained with; files saved before the atom-count features (the registered
-        ``generative/perov5_diffusion.pt``) have none (``count_features`` 0)."""
+        it was trained with."""
         d = torch.load(path, weights_only=True)
-        if "cutoff" not in d:
-            raise ValueError(f"{path} was saved by an older mlcourse whose denoiser had no local cutoff; "
-                             f"retrain it (data/generative/train_perov5_checkpoint.py for the lesson's model)")
+        for key, what in [("cutoff", "no local cutoff"), ("count_features", "no atom-count features setting")]:
+            if key not in d:
+                raise ValueError(f"{path} was saved by an older mlcourse whose denoiser had {what}; "
+                                 f"retrain it (data/generative/train_perov5_checkpoint.py for the lesson's model)")
         h = d["history"]  # files saved before mlcourse.training hold the list of epoch losses
         history = (training.History(**h) if isinstance(h, dict)
                    else training.History(train_loss=list(h), best_epoch=len(h) - 1))
         m = cls(d["elements"], np.array(d["lattice_mean"]), np.array(d["lattice_std"]),
                 {int(k): v for k, v in d["num_atoms_counts"].items()}, d["hidden"], d["n_layers"], d["T"],
                 d["seed"], d["p_composition"], d["cutoff"], d["property_name"], d["property_mean"],
-                d["property_std"], d["p_uncond"], d.get("count_features", 0), history)
+                d["property_std"], d["p_uncond"], d["count_features"], history)
         m.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in d["state"].items()})
         m.net.eval()
         return m

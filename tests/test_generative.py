@@ -168,7 +168,7 @@ def test_fit_resumes_from_its_checkpoint_and_load_reads_old_histories(tmp_path, 
         g.CrystalDiffusion.load(tmp_path / "pre_cutoff.pt")
 
 
-def test_atom_count_features_tell_neighbouring_counts_apart_and_old_files_load_without_them(tmp_path):
+def test_atom_count_features_tell_neighbouring_counts_apart_and_files_without_the_setting_are_refused(tmp_path):
     emb = g.PeriodicDenoiser.count_embedding(torch.arange(1.0, 65.0), 16)
     assert emb.shape == (64, 16)
     gaps = torch.cdist(emb, emb) + 10 * torch.eye(64)
@@ -181,13 +181,15 @@ def test_atom_count_features_tell_neighbouring_counts_apart_and_old_files_load_w
     assert m.count_features == 16
     assert plain.net.embed.in_features + 16 == m.net.embed.in_features
     assert g.CrystalDiffusion.load(m.save(tmp_path / "m.pt")).count_features == 16
-    # files saved before the atom-count features (the registered perov5 model) hold the network without them
-    d = torch.load(plain.save(tmp_path / "plain.pt"), weights_only=True)
-    torch.save({k: v for k, v in d.items() if k != "count_features"}, tmp_path / "old.pt")
-    old = g.CrystalDiffusion.load(tmp_path / "old.pt")
-    assert old.count_features == 0
-    np.testing.assert_allclose(old.sample(num_atoms=[5], seed=2, progress=False)[0].frac_coords,
+    back = g.CrystalDiffusion.load(plain.save(tmp_path / "plain.pt"))
+    assert back.count_features == 0
+    np.testing.assert_allclose(back.sample(num_atoms=[5], seed=2, progress=False)[0].frac_coords,  # file: float16
                                plain.sample(num_atoms=[5], seed=2, progress=False)[0].frac_coords, atol=2e-2)
+    # a file saved before the setting existed cannot say which network it holds
+    d = torch.load(tmp_path / "plain.pt", weights_only=True)
+    torch.save({k: v for k, v in d.items() if k != "count_features"}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="no atom-count features setting; retrain it"):
+        g.CrystalDiffusion.load(tmp_path / "old.pt")
 
 
 def test_cell_matches_pymatgen(model):

@@ -22,7 +22,8 @@ def main():
     df = data.load_cdvae("perov_5", "val", n=S.n_train)
     train, heat = list(df.structure), list(df.heat_all)
     model = generative.CrystalDiffusion.from_structures(train, properties=heat, property_name="heat_all (eV per cell)",
-                                                        T=S.steps, hidden=S.hidden, n_layers=3, seed=0)
+                                                        T=S.steps, hidden=S.hidden, n_layers=3, seed=0,
+                                                        count_features=0)  # every Perov-5 cell has 5 atoms
     model.fit(train, epochs=S.epochs, batch_size=64, lr=2e-3, properties=heat)
     path = model.save(Path(__file__).with_name("perov5_diffusion.pt"))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB), final loss {model.history.train_loss[-1]:.4f}")
