@@ -143,9 +143,16 @@ def mtp_basis(level: int) -> dict:
 def mtp_steps(maxiter: int) -> list[dict]:
     """The optimisation of :func:`train_mtp`, in motep's step format (scipy methods go through "minimize").
 
-    A linear least-squares fit of the energy offsets and moment coefficients, ``maxiter`` L-BFGS-B
+    A linear least-squares fit of the energy offsets and moment coefficients, ``maxiter`` BFGS
     iterations over all parameters (the radial functions too), a linear refit; ``maxiter=0``: the first
     linear fit alone (the radial functions keep their random start).
+
+    BFGS keeps the full inverse-Hessian estimate (an MTP has tens to hundreds of parameters), as mlip-2's
+    ``mlp train`` does. L-BFGS-B, which keeps scipy's default of 10 correction pairs, stalls on this badly
+    conditioned loss: on lesson 03's full Si split (level 8, 100 iterations) it ends at a loss of 0.0050
+    (the refit then drops it to 0.0035: the linear coefficients were far from optimal) against BFGS's
+    0.0015, test E MAE 19.7 vs 13.0 meV/atom; on a few EMT Cu cells it stops after 26 iterations, 250×
+    above BFGS's loss (docs/RESULTS.md, 2026-12-01).
     """
     if maxiter < 0:
         raise ValueError(f"maxiter must be >= 0, not {maxiter}")
@@ -153,7 +160,7 @@ def mtp_steps(maxiter: int) -> list[dict]:
     if maxiter == 0:
         return [lls]
     return [lls, {"method": "minimize", "optimized": ["species_coeffs", "moment_coeffs", "radial_coeffs"],
-                  "kwargs": {"method": "L-BFGS-B", "options": {"maxiter": maxiter}}}, dict(lls)]
+                  "kwargs": {"method": "BFGS", "options": {"maxiter": maxiter}}}, dict(lls)]
 
 
 class _LossLog(logging.Handler):
@@ -256,7 +263,7 @@ def train_mtp(frames: list, level: int = 8, max_dist: float = 5.0, radial_basis_
 
     ``level`` (even, up to :data:`MTP_MAX_LEVEL`; :func:`mtp_basis`) sets the moment-tensor basis, ``max_dist`` the cutoff (Å), ``radial_basis_size``
     the Chebyshev polynomials per radial function; ``min_dist`` (Å) defaults to the shortest distance in
-    ``frames`` minus 0.05. The fit is :func:`mtp_steps`: a linear fit, ``maxiter`` L-BFGS-B iterations on
+    ``frames`` minus 0.05. The fit is :func:`mtp_steps`: a linear fit, ``maxiter`` BFGS iterations on
     all parameters, a linear refit. ``weights`` are motep's loss settings (``motep.loss.LossSetting``;
     its defaults: energy_weight 1 on (ΔE/N)² (eV/atom), forces_weight 0.01 on |ΔF|² per atom (eV/Å),
     stress_weight 0.001 on the virial per atom (VΔσ/N, eV), each a mean over configurations). ``seed``
@@ -264,7 +271,7 @@ def train_mtp(frames: list, level: int = 8, max_dist: float = 5.0, radial_basis_
     fit counts one).
 
     Returns the calculator and the loss history (motep's weighted loss above): at the random start, after
-    the linear fit, after each L-BFGS-B iteration and after the refit (``maxiter`` + 3 entries at most;
+    the linear fit, after each BFGS iteration and after the refit (``maxiter`` + 3 entries at most;
     2 for ``maxiter=0``). In ``workdir`` (default: a temporary folder, deleted)
     motep leaves ``intermediate_<step>.mtp`` and this writes ``initial.mtp`` and ``final.mtp``; reload the
     latter with :func:`load_mtp`.

@@ -1,4 +1,4 @@
-"""How far is the course's MTP from converged? Test MAE against MTP level and L-BFGS-B iterations, full mode.
+"""How far is the course's MTP from converged? Test MAE against MTP level and BFGS iterations, full mode.
 
 Trains :func:`mlcourse.potentials.train_mtp` on all 214 Si training configurations of mlearn (Zuo et al. 2020)
 and tests on its 25 test configurations: the split lesson 03 uses in full mode. One cell = (level, maxiter,
@@ -7,9 +7,11 @@ results file at once (written to a temporary file, then renamed), so a run stopp
 finished cell and a restart skips them. ``weights``: "motep" (motep's and lesson 03's defaults: energy 1,
 forces 0.01, stress 0.001) or "mlearn" (the defaults of mlearn's MTPotential.train, the code of Zuo et al.:
 energy 1, forces 0.01, stress 0; https://github.com/materialsvirtuallab/mlearn/blob/master/mlearn/potentials/mtp.py;
-the weights Zuo et al. actually used are not stated in public code).
+the weights Zuo et al. actually used are not stated in public code). Each record names the optimiser of
+:func:`mlcourse.potentials.mtp_steps` that made it; the cells of the earlier L-BFGS-B fits (before 2026-12-01
+evening) are kept in ``docs/mtp_convergence_lbfgsb.json``.
 
-Usage (cost: level 8 / 300 iterations about 5 CPU-min, level 10 / 300 about 45 on the 2-core box):
+Usage (cost on the 2-core box: about 1.1 CPU-s per iteration at level 8, 2.7 at level 10, 6 at level 12):
     nice -n 19 python scripts/mtp_convergence.py [--levels 8 10 12 14] [--maxiter 100 300 1000]
         [--weights motep mlearn] [--radial-basis-size 8] [--out docs/mtp_convergence.json]
 """
@@ -54,6 +56,7 @@ def run_cell(level: int, maxiter: int, weights: str, radial_basis_size: int) -> 
                             text=True).stdout.strip()
     return {
         "key": cell_key(level, maxiter, weights, radial_basis_size), "level": level, "maxiter": maxiter,
+        "optimizer": potentials.mtp_steps(maxiter)[-2]["kwargs"]["method"] if maxiter else "LLS only",
         "weights": weights, "loss_weights": WEIGHTS[weights], "radial_basis_size": radial_basis_size, "seed": SEED,
         "n_train": len(train), "n_test": len(test),
         "energy_mae_meV_per_atom": float(errors["energy_mae"]), "energy_rmse_meV_per_atom": float(errors["energy_rmse"]),
@@ -78,8 +81,9 @@ def load(out: Path) -> dict:
     """The results file's content ({"note": ..., "cells": {key: record}}), empty if it does not exist."""
     if out.exists():
         return json.loads(out.read_text())
-    return {"note": "scripts/mtp_convergence.py: MTP (motep) trained on all 214 mlearn Si training configurations, "
-                    "tested on its 25 test configurations; MAE in meV/atom and eV/Å. One record per finished cell.",
+    return {"note": "scripts/mtp_convergence.py: MTP (motep, train_mtp's BFGS fit) trained on all 214 mlearn Si training "
+                    "configurations, tested on its 25 test configurations; MAE in meV/atom and eV/Å. One record per "
+                    "finished cell. The earlier L-BFGS-B cells are in docs/mtp_convergence_lbfgsb.json.",
             "cells": {}}
 
 

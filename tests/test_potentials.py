@@ -233,7 +233,7 @@ def test_train_mtp_is_the_three_step_motep_fit_and_records_each_iteration(tmp_pa
     calc, losses = potentials.train_mtp(frames, level=6, max_dist=4.5, maxiter=8, seed=3, progress=False)
     steps = [{"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]},
              {"method": "minimize", "optimized": ["species_coeffs", "moment_coeffs", "radial_coeffs"],
-              "kwargs": {"method": "L-BFGS-B", "options": {"maxiter": 8}}},
+              "kwargs": {"method": "BFGS", "options": {"maxiter": 8}}},
              {"method": "LLS", "optimized": ["species_coeffs", "moment_coeffs"]}]
     assert potentials.mtp_steps(8) == steps
     path = tmp_path / "initial.mtp"
@@ -245,12 +245,21 @@ def test_train_mtp_is_the_three_step_motep_fit_and_records_each_iteration(tmp_pa
     for key in ("species_coeffs", "moment_coeffs", "radial_coeffs"):
         np.testing.assert_array_equal(getattr(calc.engine.mtp_data, key), getattr(by_hand, key))
     assert 4 <= len(losses) <= 8 + 3 and all(np.isfinite(losses))
-    assert all(b <= a for a, b in zip(losses, losses[1:]))  # linear fits are optimal, L-BFGS-B steps go downhill
+    assert all(b <= a for a, b in zip(losses, losses[1:]))  # linear fits are optimal, BFGS steps go downhill
     again, losses_again = potentials.train_mtp(frames, level=6, max_dist=4.5, maxiter=8, seed=3, progress=False)
     assert losses_again == losses and np.array_equal(again.engine.mtp_data.parameters, calc.engine.mtp_data.parameters)
     import logging
 
     assert not logging.getLogger("motep.optimizers.scipy").handlers  # the loss log is removed after the fit
+
+
+def test_train_mtp_converges_where_l_bfgs_b_stalls():
+    """60 iterations bring the loss two orders of magnitude below the linear fit's, with linear coefficients
+    already optimal for the radial functions found (the refit gains < 2 %). motep's L-BFGS-B (10 correction
+    pairs) stops after 26 iterations at 0.56 × the linear fit's loss, and its refit still gains 19 %."""
+    _, losses = potentials.train_mtp(_emt_cu(6), level=6, max_dist=4.5, maxiter=60, seed=0, progress=False)
+    assert losses[-2] < 0.01 * losses[1]  # after the iterations, before the refit
+    assert losses[-1] > 0.98 * losses[-2]
 
 
 def test_train_mtp_maxiter_zero_is_the_linear_fit_alone():
