@@ -287,7 +287,9 @@ class FactorisedCGConv(CGConv):
         w = torch.cat([self.lin_f.weight, self.lin_s.weight])  # (2h, 2h + edge_dim)
         b = torch.cat([self.lin_f.bias, self.lin_s.bias]) if self.lin_f.bias is not None else 0.0
         src, dst = edge_index
-        pre = (x @ w[:, :h].T)[dst] + (x @ w[:, h:2 * h].T)[src] + b
+        # index_select, not x[dst]: the backward of an indexing adds into the atoms' rows from several
+        # threads in varying order (two seeded runs of lesson 07 differed by 1e-5); index_select's does not
+        pre = (x @ w[:, :h].T).index_select(0, dst) + (x @ w[:, h:2 * h].T).index_select(0, src) + b
         if edge_attr is not None:
             pre = pre + edge_attr @ w[:, 2 * h:].T
         gate, core = pre.chunk(2, dim=-1)

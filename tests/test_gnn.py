@@ -428,3 +428,26 @@ def test_disordered_structure_raises_naming_the_entry_and_site():
     alloy = Structure(Lattice.cubic(3.6), ["Cu", {"Au": 0.5, "Cu": 0.5}], [[0, 0, 0], [0.5, 0.5, 0.5]])
     with pytest.raises(ValueError, match=r"structure 'CuAu-1' .* disordered at site 1 .*OrderDisorderedStructure"):
         gnn.build_dataset([rocksalt(5.6), alloy], [1.0, 2.0], ids=["ok", "CuAu-1"])
+
+
+def test_a_convolution_backward_pass_repeats_exactly_on_two_threads():
+    # the backward pass of an indexing x[dst] adds into the atoms' gradient rows from several threads in
+    # whatever order they come, so seeded training did not repeat; FactorisedCGConv gathers with index_select
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        n, e = 4000, 60000
+        x0 = torch.randn(n, 64, generator=g)
+        edge_index = torch.randint(0, n, (2, e), generator=g)
+        edge_attr = torch.randn(e, 16, generator=g)
+        torch.manual_seed(0)
+        conv = gnn.FactorisedCGConv(64, dim=16, aggr="add", batch_norm=False)
+        grads = []
+        for _ in range(6):
+            x = x0.clone().requires_grad_(True)
+            conv(x, edge_index, edge_attr).square().sum().backward()
+            grads.append(x.grad)
+        assert all(torch.equal(grads[0], q) for q in grads[1:])
+    finally:
+        torch.set_num_threads(threads)

@@ -118,25 +118,3 @@ def test_scripts_read_settings_their_lesson_declares():
     for name, (lesson_name, used) in readers.items():
         missing = used - set(lesson.settings_rows(lesson_name))
         assert used and not missing, f"{name} reads settings {sorted(missing)} that {lesson_name}.toml lacks"
-
-
-def test_seed_everything_makes_a_threaded_scatter_sum_repeat_exactly():
-    # torch-geometric's scatter-sum (the graph convolutions' message sum) adds from several threads in
-    # whatever order they come unless torch runs its deterministic kernels, which seed_everything turns on
-    import torch
-    from torch_geometric.utils import scatter
-
-    from mlcourse.lesson import seed_everything
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        seed_everything(0)
-        assert torch.are_deterministic_algorithms_enabled()
-        g = torch.Generator().manual_seed(0)
-        index = torch.sort(torch.randint(0, 4000, (60000,), generator=g)).values
-        src = torch.randn(60000, 64, generator=g)
-        sums = [scatter(src, index, dim=0, dim_size=4000, reduce="sum") for _ in range(6)]
-        assert all(torch.equal(sums[0], s) for s in sums[1:])
-    finally:
-        torch.set_num_threads(threads)
