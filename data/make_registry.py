@@ -4,7 +4,7 @@ Sources:
 - ../shared/data/MANIFEST.tsv: byte-exact copies of upstream files. Their canonical URL is the
   upstream raw file at the recorded commit. The CSV exports of the migration-barrier workbook are
   not byte copies of any upstream file, so they are left out; read the workbook itself instead.
-- data/<folder>/*.db|json|csv|pt: small datasets (and model checkpoints) this project generates, each beside the script that
+- data/<folder>/*.db|json|csv|pt|mtp: small datasets (and model checkpoints) this project generates, each beside the script that
   made it; they ship with the repository, so they have no download URL. A JSON file with a
   ``source_url`` key instead holds upstream numbers (e.g. CDVAE's composition scaler); its own
   ``source_url``, ``licence`` and ``citation`` fields are registered.
@@ -47,7 +47,7 @@ def rows():
             )
             yield r["path"], r["sha256"], url, r["license"], CITATIONS[r["source_repo"]]
     for path in sorted(ROOT.glob("*/*")):  # datasets this project generates, each beside its script
-        if path.suffix in (".db", ".json", ".csv", ".pt"):
+        if path.suffix in (".db", ".json", ".csv", ".pt", ".mtp"):
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
             meta = json.loads(path.read_text()) if path.suffix == ".json" else {}
             if isinstance(meta, dict) and "source_url" in meta:  # upstream numbers kept as data
