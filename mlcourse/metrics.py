@@ -4,7 +4,8 @@ Keys are lowercase snake_case; the unit of each key with a fixed unit is in :dat
 :func:`with_units` labels a table's columns with them). ``mae``, ``rmse`` and ``r2`` are in the
 unit of the target they score.
 
-- regression: :func:`regression_metrics` (lessons 01, 05, 06) and :func:`barrier_metrics` with the
+- regression: :func:`regression_metrics` (lessons 01, 05, 06), transfer learning's gains over
+  scratch :func:`transfer_gains` (lesson 06), and :func:`barrier_metrics` with the
   accuracy tiers of Devi et al. (lesson 07);
 - interatomic potentials: :func:`potential_errors` and mlip-2's error report
   :func:`potential_error_report` (lessons 03 and 04);
@@ -36,6 +37,7 @@ UNITS = {
     "struct_valid": "fraction", "comp_valid": "fraction", "valid": "fraction",
     "cov_recall": "fraction", "cov_precision": "fraction",
     "wdist_density": "g/cm³", "wdist_num_elems": "elements", "wdist_nn_distance": "Å",
+    "r2_gain_pct": "%", "mae_change_pct": "%",
 }
 """The unit of each metric key with a fixed unit. Not listed: ``mae``, ``rmse`` (the target's unit),
 ``r2``, and CDVAE's fingerprint distances ``amsd_*`` and ``amcd_*`` (dimensionless)."""
@@ -56,6 +58,22 @@ def regression_metrics(y_true, y_pred) -> dict[str, float]:
         "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
         "r2": float(r2_score(y_true, y_pred)),
     }
+
+
+def transfer_gains(fine_tuned: dict, scratch: dict) -> dict[str, float]:
+    """A fine-tuned model against the scratch model of the same target, as Devi et al. (npj Comput.
+    Mater. 10, 300 (2024)) compare them: ``delta_r2`` = R²(FT) − R²(scratch), ``r2_gain_pct`` = 100 ΔR² /
+    \|R²(scratch)\| and ``mae_change_pct`` = 100 (MAE(FT) − MAE(scratch)) / MAE(scratch) (both %; negative
+    MAE change = better). Each argument: a dict with ``r2`` and ``mae`` (:func:`regression_metrics`).
+    The relative R² gain is unbounded when R²(scratch) is near 0: read it beside ``delta_r2``."""
+    for name, m in (("fine_tuned", fine_tuned), ("scratch", scratch)):
+        if not np.isfinite([m["r2"], m["mae"]]).all():
+            raise ValueError(f"{name} has a non-finite r2 or mae: {m['r2']}, {m['mae']}")
+    if scratch["r2"] == 0 or scratch["mae"] <= 0:
+        raise ValueError(f"scratch r2 = {scratch['r2']}, mae = {scratch['mae']}: a relative change is undefined")
+    d = fine_tuned["r2"] - scratch["r2"]
+    return {"delta_r2": float(d), "r2_gain_pct": float(100 * d / abs(scratch["r2"])),
+            "mae_change_pct": float(100 * (fine_tuned["mae"] - scratch["mae"]) / scratch["mae"])}
 
 
 TIERS = (0.1, 0.3)  # eV: the accuracy tiers of Devi et al. (|error| <= 0.1, 0.1-0.3, > 0.3 eV)

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import torch
 
-from mlcourse import data, gnn, lesson
+from mlcourse import data, gnn, lesson, metrics
 
 SEED = 0
 S = lesson.settings("06_transfer_learning", "full")
@@ -58,10 +58,8 @@ def main(out: str) -> None:
     model, h = gnn.fine_tune(mpt, ft["ebg"], "new_head", seed=SEED, **FT)
     res["mpt->ebg"] = score(model, "ebg", test["ebg"]) | {"epochs": len(h.train_loss)}
     print("MPT -> ebg", res["mpt->ebg"], flush=True)
-    r2 = [100 * (res["pairwise"][f"{pt}->{p}"]["r2"] - res["scratch"][p]["r2"]) / abs(res["scratch"][p]["r2"]) for pt in PT_PROPS for p in FT_PROPS]
-    mae = [100 * (res["pairwise"][f"{pt}->{p}"]["mae"] - res["scratch"][p]["mae"]) / res["scratch"][p]["mae"] for pt in PT_PROPS for p in FT_PROPS]
-    dr2 = [res["pairwise"][f"{pt}->{p}"]["r2"] - res["scratch"][p]["r2"] for pt in PT_PROPS for p in FT_PROPS]
-    res["average"] = {"r2_gain_pct": float(np.mean(r2)), "mae_change_pct": float(np.mean(mae)), "delta_r2": float(np.mean(dr2))}
+    gains = [metrics.transfer_gains(res["pairwise"][f"{pt}->{p}"], res["scratch"][p]) for pt in PT_PROPS for p in FT_PROPS]
+    res["average"] = {k: float(np.mean([g[k] for g in gains])) for k in gains[0]}
     res["seconds"] = time.perf_counter() - t0
     print(res["average"], f"{res['seconds']:.0f} s", flush=True)
     with open(out, "w") as fh:

@@ -54,6 +54,17 @@ def test_barrier_metrics_and_tiers():
         metrics.barrier_metrics([], [])
 
 
+def test_transfer_gains_against_scratch():
+    g = metrics.transfer_gains({"r2": 0.6, "mae": 0.09}, {"r2": 0.5, "mae": 0.1})
+    assert g == pytest.approx({"delta_r2": 0.1, "r2_gain_pct": 20.0, "mae_change_pct": -10.0})
+    # a negative scratch R²: the gain is relative to its magnitude, so a better model still gains
+    assert metrics.transfer_gains({"r2": 0.0, "mae": 0.1}, {"r2": -0.5, "mae": 0.1})["r2_gain_pct"] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="undefined"):
+        metrics.transfer_gains({"r2": 0.1, "mae": 0.1}, {"r2": 0.0, "mae": 0.1})
+    with pytest.raises(ValueError, match="fine_tuned has a non-finite"):
+        metrics.transfer_gains({"r2": np.nan, "mae": 0.1}, {"r2": 0.5, "mae": 0.1})
+
+
 # ------------------------------------------------------------------------------ CDVAE's metrics of generated crystals
 
 

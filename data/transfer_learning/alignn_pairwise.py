@@ -1,0 +1,191 @@
+"""Devi et al.'s pair-wise transfer-learning protocol with the ALIGNN-style network (issue 16).
+
+The paper (Devi, Butler, Sai Gautam, npj Comput. Mater. 10, 300 (2024)): ALIGNN pre-trained (PT) on one
+property, capped at 941 entries (the size of its smallest data set), fine-tuned (FT) with every layer
+trainable ("unfreeze all") on 800 entries of another property, against a network of the same kind
+trained from scratch on the same 800 entries with the same budget; mean relative change of test R²
+and MAE over the PT -> FT pairs, over 5 random FT draws ("trials"). Here: PT on fe and bg (the only
+properties with PT files), FT on the five with test sets (gv, ph, dc, pz, ebg): 10 pairs; and the
+multi-property network (MPT: fe, bg, gv, ph, dc, pz, masked loss) fine-tuned on ebg, held out of it.
+Settings are lesson 06's full mode (notebooks/06_transfer_learning.toml); the network is
+``gnn.ALIGNN`` at its defaults (hidden 64, 2 ALIGNN + 2 edge-gated layers: smaller than the paper's).
+
+Every fit is one task whose result is a JSON file in OUT, so the run resumes where it stopped and
+several workers can share it (each claims a task with a lock file; a claim of a dead process is
+taken over)::
+
+    OMP_NUM_THREADS=1 python data/transfer_learning/alignn_pairwise.py OUT --trials 1   # one per core
+    python data/transfer_learning/alignn_pairwise.py OUT --trials 1 --summary data/transfer_learning/alignn_pairwise.json
+
+Trial t reads the FT files ``<p>_trial<t>_800.json`` and seeds everything with t - 1. The pre-trained
+networks are saved in OUT (float32); ``--summary`` also copies trial 1's PT fe network, in float16, to
+``alignn_pt_fe.pt`` beside this script (lesson 06's fast mode fine-tunes it), then run
+``python data/make_registry.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlcourse import data, gnn, lesson, metrics
+
+HERE = Path(__file__).resolve().parent
+
+S = lesson.settings("06_transfer_learning", "full")
+FT_PROPS, PT_PROPS = list(S.ft_props), list(S.pt_props)
+PT_CAP = 941  # the paper's PT size: its smallest data set (pz)
+ARCH = dict(arch="alignn")
+FT = dict(epochs=S.ft_epochs, patience=S.ft_patience, lr=S.ft_lr, batch_size=S.ft_batch, progress=False)
+PT = dict(epochs=S.pt_epochs, patience=S.pt_patience, progress=False)  # as the lesson: fit's lr and batch size
+MPT = dict(PT, epochs=S.mpt_epochs)
+MPT_HELD_OUT = "ebg"
+
+
+def tasks(trial: int) -> list[tuple[str, list[str]]]:
+    """(name, names it needs) in the order workers take them."""
+    out = [(f"t{trial}_pt_{p}", []) for p in PT_PROPS]
+    out += [(f"t{trial}_scratch_{p}", []) for p in FT_PROPS]
+    out += [(f"t{trial}_{pt}->{p}", [f"t{trial}_pt_{pt}"]) for pt in PT_PROPS for p in FT_PROPS]
+    out += [(f"t{trial}_mpt", [])]
+    out += [(f"t{trial}_mpt->{MPT_HELD_OUT}", [f"t{trial}_mpt"])]
+    return out
+
+
+_GRAPHS: dict = {}
+_TEMPLATE = gnn.ALIGNN()  # graphs are built for this network's cutoff and neighbours
+
+
+def graphs(prop: str, split: str, trial: int = 1, cap: int | None = None, seed: int = 0) -> list:
+    key = (prop, split, trial, cap, seed)
+    if key not in _GRAPHS:
+        df = data.load_transfer_learning(prop, split, size=800, trial=trial)
+        if cap is not None and len(df) > cap:
+            df = df.iloc[np.sort(np.random.default_rng(seed).choice(len(df), cap, replace=False))]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # isolated atoms are skipped (one fe structure)
+            _GRAPHS[key] = gnn.build_dataset(df.structure, df.target, model=_TEMPLATE, ids=df.index, skip_isolated=True)
+    return _GRAPHS[key]
+
+
+def score(model, prop: str) -> dict:
+    m = gnn.evaluate(model, graphs(prop, "test"), prop=prop if prop in data.PROPERTY_SCALES else None)
+    return {k: m[k] for k in ("r2", "mae", "rmse")} | ({"mae_phys": m["mae_phys"], "unit": m["unit"]} if "unit" in m else {})
+
+
+def run(name: str, out: Path) -> dict:
+    trial = int(name[1:name.index("_")])
+    seed = trial - 1
+    what = name[name.index("_") + 1:]
+    t0 = time.perf_counter()
+    if what.startswith("pt_"):
+        p = what[3:]
+        model, h = gnn.pretrain(graphs(p, "pt", cap=PT_CAP, seed=seed), seed=seed, model_kwargs=ARCH, **PT)
+        gnn.save_model(model, out / f"{name}.pt", half=False)
+        res = {"n": len(graphs(p, "pt", cap=PT_CAP, seed=seed))}
+    elif what == "mpt":
+        sets = {p: graphs(p, split, trial, cap=PT_CAP, seed=seed) for p, (split, _) in S.mpt_sets.items()}
+        model, h = gnn.pretrain(sets, seed=seed, model_kwargs=ARCH, **MPT)
+        gnn.save_model(model, out / f"{name}.pt", half=False)
+        res = {"n": sum(map(len, sets.values())), "tasks": model.tasks}
+    elif what.startswith("scratch_"):
+        p = what[8:]
+        model, h = gnn.train_from_scratch(graphs(p, "ft", trial), seed=seed, model_kwargs=ARCH, **FT)
+        res = score(model, p)
+    else:
+        pt, p = what.split("->")
+        pre = gnn.load_model(out / f"t{trial}_{pt if pt == 'mpt' else 'pt_' + pt}.pt")
+        strategy = "new_head" if pt == "mpt" else "all"
+        model, h = gnn.fine_tune(pre, graphs(p, "ft", trial), strategy, seed=seed, **FT)
+        res = score(model, p) | {"strategy": strategy}
+    return res | {"epochs": len(h.train_loss), "best_epoch": h.best_epoch, "best_val_mae_normalised": min(h.val_metric),
+                  "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def claim(out: Path, name: str) -> bool:
+    lock = out / f"{name}.claim"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        if _alive(int(lock.read_text() or 0)):
+            return False
+        lock.unlink(missing_ok=True)  # its worker died: take it over
+        return claim(out, name)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def work(out: Path, trials: list[int]) -> None:
+    todo = [t for trial in trials for t in tasks(trial)]
+    while True:
+        done = {p.stem for p in out.glob("*.json")}
+        left = [(n, deps) for n, deps in todo if n not in done]
+        if not left:
+            return
+        ready = [n for n, deps in left if all(d in done for d in deps)]
+        for name in ready:
+            if claim(out, name):
+                res = run(name, out)
+                (out / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+                (out / f"{name}.claim").unlink(missing_ok=True)
+                print(name, {k: v for k, v in res.items() if k in ("r2", "mae", "epochs", "seconds")}, flush=True)
+                break
+        else:
+            time.sleep(20)  # everything ready is claimed by another worker: wait for its result
+
+
+def summary(out: Path, trials: list[int]) -> dict:
+    """Per-trial results, and the paper's averages over pairs, then their mean and spread over trials."""
+    per_trial = {}
+    for trial in trials:
+        r = {n[len(f"t{trial}_"):]: json.loads((out / f"{n}.json").read_text())
+             for n, _ in tasks(trial) if (out / f"{n}.json").exists()}
+        pairs = [(pt, p) for pt in PT_PROPS for p in FT_PROPS if f"{pt}->{p}" in r and f"scratch_{p}" in r]
+        gains = [metrics.transfer_gains(r[f"{pt}->{p}"], r[f"scratch_{p}"]) for pt, p in pairs]
+        avg = {"n_pairs": len(pairs)} | {k: float(np.mean([g[k] for g in gains])) for k in gains[0]} if pairs else {}
+        if f"mpt->{MPT_HELD_OUT}" in r:
+            avg["mpt_vs_scratch"] = metrics.transfer_gains(r[f"mpt->{MPT_HELD_OUT}"], r[f"scratch_{MPT_HELD_OUT}"])
+        per_trial[trial] = {"fits": r, "gains": {f"{pt}->{p}": g for (pt, p), g in zip(pairs, gains)}, "average": avg}
+    full = [t["average"] for t in per_trial.values() if t["average"].get("n_pairs") == len(PT_PROPS) * len(FT_PROPS)]
+    over = {k: {"mean": float(np.mean([a[k] for a in full])), "std": float(np.std([a[k] for a in full])),
+                "n_trials": len(full)} for k in ("delta_r2", "r2_gain_pct", "mae_change_pct")} if full else {}
+    return {"network": _TEMPLATE.config, "pt_cap": PT_CAP, "ft": FT, "pt": PT, "mpt": MPT,
+            "trials": per_trial, "over_trials": over}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--trials", type=int, nargs="+", default=[1])
+    ap.add_argument("--summary", type=Path, help="write the summary JSON here instead of training")
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.summary:
+        s = summary(a.out, a.trials)
+        a.summary.write_text(json.dumps(s, indent=1) + "\n")
+        if (a.out / "t1_pt_fe.pt").exists():
+            gnn.save_model(gnn.load_model(a.out / "t1_pt_fe.pt"), HERE / "alignn_pt_fe.pt", half=True)
+        print(json.dumps({t: v["average"] for t, v in s["trials"].items()} | {"over_trials": s["over_trials"]}, indent=1))
+        return
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    work(a.out, a.trials)
+
+
+if __name__ == "__main__":
+    main()
