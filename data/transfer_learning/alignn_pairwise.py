@@ -5,8 +5,10 @@ property, capped at 941 entries (the size of its smallest data set), fine-tuned 
 trainable ("unfreeze all") on 800 entries of another property, against a network of the same kind
 trained from scratch on the same 800 entries with the same budget; mean relative change of test R²
 and MAE over the PT -> FT pairs, over 5 random FT draws ("trials"). Here: PT on fe and bg (the only
-properties with PT files), FT on the five with test sets (gv, ph, dc, pz, ebg): 10 pairs; and the
-multi-property network (MPT: fe, bg, gv, ph, dc, pz, masked loss) fine-tuned on ebg, held out of it.
+properties with PT files), FT on the five with test sets (gv, ph, dc, pz, ebg): 10 pairs; the
+multi-property network (MPT: fe, bg, gv, ph, dc, pz, masked loss) fine-tuned on ebg, held out of it;
+and the four FT strategies on lesson 06's pair fe -> gv, strategy 4 as in the paper: only the two-body
+(atom-graph) or only the three-body (line-graph) interaction layers unfrozen.
 Settings are lesson 06's full mode (notebooks/06_transfer_learning.toml); the network is
 ``gnn.ALIGNN`` at its defaults (hidden 64, 2 ALIGNN + 2 edge-gated layers: smaller than the paper's).
 
@@ -47,6 +49,8 @@ FT = dict(epochs=S.ft_epochs, patience=S.ft_patience, lr=S.ft_lr, batch_size=S.f
 PT = dict(epochs=S.pt_epochs, patience=S.pt_patience, progress=False)  # as the lesson: fit's lr and batch size
 MPT = dict(PT, epochs=S.mpt_epochs)
 MPT_HELD_OUT = "ebg"
+STRATEGY_PAIR = "fe->gv"  # lesson 06's pair for the four FT strategies ("all" is the pair-wise fit itself)
+STRATEGIES = ["new_head", "last_layer", "conv-2-body", "conv-3-body"]  # conv: the paper's strategy 4, two ways
 
 
 def tasks(trial: int) -> list[tuple[str, list[str]]]:
@@ -56,6 +60,7 @@ def tasks(trial: int) -> list[tuple[str, list[str]]]:
     out += [(f"t{trial}_{pt}->{p}", [f"t{trial}_pt_{pt}"]) for pt in PT_PROPS for p in FT_PROPS]
     out += [(f"t{trial}_mpt", [])]
     out += [(f"t{trial}_mpt->{MPT_HELD_OUT}", [f"t{trial}_mpt"])]
+    out += [(f"t{trial}_{s}:{STRATEGY_PAIR}", [f"t{trial}_pt_{STRATEGY_PAIR.split('->')[0]}"]) for s in STRATEGIES]
     return out
 
 
@@ -100,11 +105,14 @@ def run(name: str, out: Path) -> dict:
         model, h = gnn.train_from_scratch(graphs(p, "ft", trial), seed=seed, model_kwargs=ARCH, **FT)
         res = score(model, p)
     else:
-        pt, p = what.split("->")
+        strategy, pair = what.split(":") if ":" in what else ("new_head" if what.startswith("mpt") else "all", what)
+        pt, p = pair.split("->")
         pre = gnn.load_model(out / f"t{trial}_{pt if pt == 'mpt' else 'pt_' + pt}.pt")
-        strategy = "new_head" if pt == "mpt" else "all"
-        model, h = gnn.fine_tune(pre, graphs(p, "ft", trial), strategy, seed=seed, **FT)
-        res = score(model, p) | {"strategy": strategy}
+        conv = strategy[len("conv-"):] if strategy.startswith("conv-") else None
+        model, h = gnn.fine_tune(pre, graphs(p, "ft", trial), "conv" if conv else strategy, conv_layers=conv,
+                                 seed=seed, **FT)
+        res = score(model, p) | {"strategy": strategy,
+                                 "trainable_parameters": sum(q.numel() for q in model.parameters() if q.requires_grad)}
     return res | {"epochs": len(h.train_loss), "best_epoch": h.best_epoch, "best_val_mae_normalised": min(h.val_metric),
                   "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}
 
@@ -161,7 +169,8 @@ def summary(out: Path, trials: list[int]) -> dict:
         avg = {"n_pairs": len(pairs)} | {k: float(np.mean([g[k] for g in gains])) for k in gains[0]} if pairs else {}
         if f"mpt->{MPT_HELD_OUT}" in r:
             avg["mpt_vs_scratch"] = metrics.transfer_gains(r[f"mpt->{MPT_HELD_OUT}"], r[f"scratch_{MPT_HELD_OUT}"])
-        per_trial[trial] = {"fits": r, "gains": {f"{pt}->{p}": g for (pt, p), g in zip(pairs, gains)}, "average": avg}
+        strategies = {"all": r.get(STRATEGY_PAIR)} | {s: r.get(f"{s}:{STRATEGY_PAIR}") for s in STRATEGIES}
+        per_trial[trial] = {"strategies": {s: m for s, m in strategies.items() if m is not None}, "fits": r, "gains": {f"{pt}->{p}": g for (pt, p), g in zip(pairs, gains)}, "average": avg}
     full = [t["average"] for t in per_trial.values() if t["average"].get("n_pairs") == len(PT_PROPS) * len(FT_PROPS)]
     over = {k: {"mean": float(np.mean([a[k] for a in full])), "std": float(np.std([a[k] for a in full])),
                 "n_trials": len(full)} for k in ("delta_r2", "r2_gain_pct", "mae_change_pct")} if full else {}
