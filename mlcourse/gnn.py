@@ -868,7 +868,7 @@ def predict(model: GraphNet, dataset: Sequence[Data], batch_size: int = 64) -> n
     """Batched predictions in the targets' unit: shape (n,) for one task, (n, n_tasks) otherwise.
 
     ``batch_size`` bounds the memory: an ALIGNN batch of 256 crystals with ~1,300 bond angles each holds
-    ~40 MB per layer's angle features (predictions do not depend on it)."""
+    ~40 MB per layer's angle features (predictions do not depend on it, up to rounding)."""
     model.eval()
     out = []
     with torch.no_grad():

@@ -63,7 +63,7 @@ def regression_metrics(y_true, y_pred) -> dict[str, float]:
 def transfer_gains(fine_tuned: dict, scratch: dict) -> dict[str, float]:
     """A fine-tuned model against the scratch model of the same target, as Devi et al. (npj Comput.
     Mater. 10, 300 (2024)) compare them: ``delta_r2`` = R²(FT) − R²(scratch), ``r2_gain_pct`` = 100 ΔR² /
-    \|R²(scratch)\| and ``mae_change_pct`` = 100 (MAE(FT) − MAE(scratch)) / MAE(scratch) (both %; negative
+    abs(R²(scratch)) and ``mae_change_pct`` = 100 (MAE(FT) − MAE(scratch)) / MAE(scratch) (both %; negative
     MAE change = better). Each argument: a dict with ``r2`` and ``mae`` (:func:`regression_metrics`).
     The relative R² gain is unbounded when R²(scratch) is near 0: read it beside ``delta_r2``."""
     for name, m in (("fine_tuned", fine_tuned), ("scratch", scratch)):
