@@ -139,3 +139,18 @@ def test_readme_has_colab_and_binder_badges_for_every_lesson():
     for path in runner.notebooks():
         assert colab.launch_badges(path.name) in readme, f"README: no launch badges for {path.name}"
     assert "mlcourse data fetch --all" in (ROOT / "binder/postBuild").read_text()
+
+
+def test_sources_compile_without_warnings():
+    """Every module and script compiles with warnings as errors: an invalid escape such as "\\|" in a
+    docstring is only a DeprecationWarning on Python 3.11 but a SyntaxWarning on Colab's 3.13."""
+    import warnings
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = [*root.glob("mlcourse/*.py"), *root.glob("data/*/*.py"), *root.glob("scripts/*.py"), *root.glob("tests/*.py")]
+    assert len(files) > 20
+    for path in files:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            compile(path.read_text(), str(path), "exec")
