@@ -12,7 +12,8 @@ and the four FT strategies on lesson 06's pair fe -> gv, strategy 4 as in the pa
 Settings are lesson 06's full mode (notebooks/06_transfer_learning.toml); the network is
 ``gnn.ALIGNN`` at its defaults (hidden 64, 2 ALIGNN + 2 edge-gated layers: smaller than the paper's).
 
-Every fit is one task whose result is a JSON file in OUT, so the run resumes where it stopped and
+Every fit is one task whose result is a JSON file in OUT (and, while it runs, a checkpoint after every
+epoch, ``gnn.fit(checkpoint=)``), so the run resumes where it stopped, within a fit too, and
 several workers can share it (each claims a task with a lock file; a claim of a dead process is
 taken over)::
 
@@ -90,19 +91,20 @@ def run(name: str, out: Path) -> dict:
     seed = trial - 1
     what = name[name.index("_") + 1:]
     t0 = time.perf_counter()
+    ck = out / f"{name}.ckpt"  # the fit's state after every epoch: a stopped fit resumes from it
     if what.startswith("pt_"):
         p = what[3:]
-        model, h = gnn.pretrain(graphs(p, "pt", cap=PT_CAP, seed=seed), seed=seed, model_kwargs=ARCH, **PT)
+        model, h = gnn.pretrain(graphs(p, "pt", cap=PT_CAP, seed=seed), seed=seed, model_kwargs=ARCH, checkpoint=ck, **PT)
         gnn.save_model(model, out / f"{name}.pt", half=False)
         res = {"n": len(graphs(p, "pt", cap=PT_CAP, seed=seed))}
     elif what == "mpt":
         sets = {p: graphs(p, split, trial, cap=PT_CAP, seed=seed) for p, (split, _) in S.mpt_sets.items()}
-        model, h = gnn.pretrain(sets, seed=seed, model_kwargs=ARCH, **MPT)
+        model, h = gnn.pretrain(sets, seed=seed, model_kwargs=ARCH, checkpoint=ck, **MPT)
         gnn.save_model(model, out / f"{name}.pt", half=False)
         res = {"n": sum(map(len, sets.values())), "tasks": model.tasks}
     elif what.startswith("scratch_"):
         p = what[8:]
-        model, h = gnn.train_from_scratch(graphs(p, "ft", trial), seed=seed, model_kwargs=ARCH, **FT)
+        model, h = gnn.train_from_scratch(graphs(p, "ft", trial), seed=seed, model_kwargs=ARCH, checkpoint=ck, **FT)
         res = score(model, p)
     else:
         strategy, pair = what.split(":") if ":" in what else ("new_head" if what.startswith("mpt") else "all", what)
@@ -110,7 +112,7 @@ def run(name: str, out: Path) -> dict:
         pre = gnn.load_model(out / f"t{trial}_{pt if pt == 'mpt' else 'pt_' + pt}.pt")
         conv = strategy[len("conv-"):] if strategy.startswith("conv-") else None
         model, h = gnn.fine_tune(pre, graphs(p, "ft", trial), "conv" if conv else strategy, conv_layers=conv,
-                                 seed=seed, **FT)
+                                 seed=seed, checkpoint=ck, **FT)
         res = score(model, p) | {"strategy": strategy,
                                  "trainable_parameters": sum(q.numel() for q in model.parameters() if q.requires_grad)}
     return res | {"epochs": len(h.train_loss), "best_epoch": h.best_epoch, "best_val_mae_normalised": min(h.val_metric),
@@ -151,6 +153,7 @@ def work(out: Path, trials: list[int]) -> None:
             if claim(out, name):
                 res = run(name, out)
                 (out / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+                (out / f"{name}.ckpt").unlink(missing_ok=True)
                 (out / f"{name}.claim").unlink(missing_ok=True)
                 print(name, {k: v for k, v in res.items() if k in ("r2", "mae", "epochs", "seconds")}, flush=True)
                 break
