@@ -70,6 +70,8 @@ _TEMPLATE = gnn.ALIGNN()  # graphs are built for this network's cutoff and neigh
 
 
 def graphs(prop: str, split: str, trial: int = 1, cap: int | None = None, seed: int = 0) -> list:
+    """ALIGNN graphs of one transfer-learning file, built once (only FT files differ by trial)."""
+    trial = trial if split == "ft" else 1
     key = (prop, split, trial, cap, seed)
     if key not in _GRAPHS:
         df = data.load_transfer_learning(prop, split, size=800, trial=trial)
@@ -94,9 +96,10 @@ def run(name: str, out: Path) -> dict:
     ck = out / f"{name}.ckpt"  # the fit's state after every epoch: a stopped fit resumes from it
     if what.startswith("pt_"):
         p = what[3:]
-        model, h = gnn.pretrain(graphs(p, "pt", cap=PT_CAP, seed=seed), seed=seed, model_kwargs=ARCH, checkpoint=ck, **PT)
+        pt_set = graphs(p, "pt", cap=PT_CAP, seed=seed)
+        model, h = gnn.pretrain(pt_set, seed=seed, model_kwargs=ARCH, checkpoint=ck, **PT)
         gnn.save_model(model, out / f"{name}.pt", half=False)
-        res = {"n": len(graphs(p, "pt", cap=PT_CAP, seed=seed))}
+        res = {"n": len(pt_set)}
     elif what == "mpt":
         sets = {p: graphs(p, split, trial, cap=PT_CAP, seed=seed) for p, (split, _) in S.mpt_sets.items()}
         model, h = gnn.pretrain(sets, seed=seed, model_kwargs=ARCH, checkpoint=ck, **MPT)
@@ -173,7 +176,8 @@ def summary(out: Path, trials: list[int]) -> dict:
         if f"mpt->{MPT_HELD_OUT}" in r:
             avg["mpt_vs_scratch"] = metrics.transfer_gains(r[f"mpt->{MPT_HELD_OUT}"], r[f"scratch_{MPT_HELD_OUT}"])
         strategies = {"all": r.get(STRATEGY_PAIR)} | {s: r.get(f"{s}:{STRATEGY_PAIR}") for s in STRATEGIES}
-        per_trial[trial] = {"strategies": {s: m for s, m in strategies.items() if m is not None}, "fits": r, "gains": {f"{pt}->{p}": g for (pt, p), g in zip(pairs, gains)}, "average": avg}
+        per_trial[trial] = {"strategies": {s: m for s, m in strategies.items() if m is not None}, "fits": r,
+                            "gains": {f"{pt}->{p}": g for (pt, p), g in zip(pairs, gains)}, "average": avg}
     full = [t["average"] for t in per_trial.values() if t["average"].get("n_pairs") == len(PT_PROPS) * len(FT_PROPS)]
     over = {k: {"mean": float(np.mean([a[k] for a in full])), "std": float(np.std([a[k] for a in full])),
                 "n_trials": len(full)} for k in ("delta_r2", "r2_gain_pct", "mae_change_pct")} if full else {}
