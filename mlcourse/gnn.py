@@ -239,6 +239,14 @@ def build_dataset(structures: Sequence, targets, model: GraphNet | None = None, 
     return graphs
 
 
+def graphs_of(table, model: GraphNet | None = None) -> list[Data]:
+    """Graphs of a table with ``structure`` and ``target`` columns, such as
+    :func:`mlcourse.data.load_transfer_learning` returns, for ``model``: its index names the entries, and
+    structures with an isolated atom are left out, named in one warning (:func:`build_dataset` with
+    ``skip_isolated=True``)."""
+    return build_dataset(table.structure, table.target, model=model, ids=table.index, skip_isolated=True)
+
+
 def pair_graph(first, second, target=None, model: GraphNet | None = None, entry: object = None) -> Data:
     """Two structures in one graph for ``model`` (no edges between them), for the ``pair`` readouts: the
     nodes of ``first`` then those of ``second``, with ``part`` = 0 or 1 marking which one a node belongs to

@@ -13,7 +13,6 @@ curve (10, 100, 200, 500, 800; trial 1) for scratch and PT fe -> FT gv.
 import json
 import sys
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -26,12 +25,6 @@ FT_PROPS, PT_PROPS = S.ft_props, S.pt_props
 FT = dict(epochs=S.ft_epochs, patience=S.ft_patience, lr=S.ft_lr, batch_size=S.ft_batch, progress=False)
 
 
-def graphs_of(df):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return gnn.build_dataset(df.structure, df.target, ids=df.index, skip_isolated=True)
-
-
 def score(model, prop, test):
     m = gnn.evaluate(model, test, prop=prop if prop in data.PROPERTY_SCALES else None)
     return {k: m[k] for k in ("r2", "mae", "rmse")} | ({"mae_phys": m["mae_phys"], "unit": m["unit"]} if "unit" in m else {})
@@ -40,8 +33,8 @@ def score(model, prop, test):
 def main(out: str) -> None:
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     t0 = time.perf_counter()
-    ft = {p: graphs_of(data.load_transfer_learning(p, "ft", size=S.ft_size, trial=1)) for p in FT_PROPS}
-    test = {p: graphs_of(data.load_transfer_learning(p, "test")) for p in FT_PROPS}
+    ft = {p: gnn.graphs_of(data.load_transfer_learning(p, "ft", size=S.ft_size, trial=1)) for p in FT_PROPS}
+    test = {p: gnn.graphs_of(data.load_transfer_learning(p, "test")) for p in FT_PROPS}
     pre = {p: gnn.load_model(data.fetch(f"transfer_learning/pt_{p}.pt")) for p in PT_PROPS}
     mpt = gnn.load_model(data.fetch("transfer_learning/mpt_no_ebg.pt"))
     res = {"scratch": {}, "pairwise": {}, "settings": FT | {"ft_size": S.ft_size, "trial": 1}}
@@ -69,16 +62,16 @@ def main(out: str) -> None:
 def extras(out: str) -> None:
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     t0 = time.perf_counter()
-    test = graphs_of(data.load_transfer_learning("gv", "test"))
+    test = gnn.graphs_of(data.load_transfer_learning("gv", "test"))
     pre = gnn.load_model(data.fetch("transfer_learning/pt_fe.pt"))
     res = {"strategies (fe->gv, FT 800)": {}, "ft size (gv)": {}, "settings": FT | {"trial": 1}}
-    ft800 = graphs_of(data.load_transfer_learning("gv", "ft", size=S.ft_size, trial=1))
+    ft800 = gnn.graphs_of(data.load_transfer_learning("gv", "ft", size=S.ft_size, trial=1))
     for strategy in gnn.STRATEGIES:
         model, h = gnn.fine_tune(pre, ft800, strategy, seed=SEED, **FT)
         res["strategies (fe->gv, FT 800)"][strategy] = score(model, "gv", test) | {"epochs": len(h.train_loss)}
         print(strategy, res["strategies (fe->gv, FT 800)"][strategy], f"{time.perf_counter() - t0:.0f} s", flush=True)
     for n in S.ft_sizes:
-        g = ft800 if n == S.ft_size else graphs_of(data.load_transfer_learning("gv", "ft", size=n, trial=1))
+        g = ft800 if n == S.ft_size else gnn.graphs_of(data.load_transfer_learning("gv", "ft", size=n, trial=1))
         m_s, _ = gnn.train_from_scratch(g, seed=SEED, **FT)
         m_f, _ = gnn.fine_tune(pre, g, "all", seed=SEED, **FT)
         res["ft size (gv)"][n] = {"scratch": score(m_s, "gv", test), "fe->gv": score(m_f, "gv", test)}

@@ -104,6 +104,20 @@ def test_isolated_atom_raises_naming_entry_and_site_or_is_skipped_with_warning()
     assert issubclass(gnn.IsolatedAtomError, ValueError)  # callers that catch ValueError still do
 
 
+def test_graphs_of_a_table_use_its_index_and_name_what_they_leave_out():
+    import pandas as pd
+
+    lonely = Structure(Lattice.cubic(20.0), ["Er", "S"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    ok = rocksalt(5.6).get_primitive_structure()
+    table = pd.DataFrame({"structure": [ok, lonely, ok], "target": [1.0, 2.0, 3.0]}, index=["a", "lonely-1", "c"])
+    with pytest.warns(UserWarning, match="lonely-1"):
+        kept = gnn.graphs_of(table, model=SMALL)
+    assert [g.entry for g in kept] == ["a", "c"]
+    assert [float(g.y[0, 0]) for g in kept] == [1.0, 3.0]
+    one = gnn.build_dataset([ok], [1.0], model=SMALL)[0]
+    assert torch.equal(kept[0].edge_dist, one.edge_dist)  # the model's cutoff and neighbours, as build_dataset
+
+
 def test_skip_isolated_leaves_out_isolated_atoms_only():
     """skip_isolated catches IsolatedAtomError, not other ValueErrors: overlapping atoms still raise."""
     overlap = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0, 0, 0.0001]])

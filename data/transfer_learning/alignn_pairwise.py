@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +76,7 @@ def graphs(prop: str, split: str, trial: int = 1, cap: int | None = None, seed: 
         df = data.load_transfer_learning(prop, split, size=800, trial=trial)
         if cap is not None and len(df) > cap:
             df = df.iloc[np.sort(np.random.default_rng(seed).choice(len(df), cap, replace=False))]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # isolated atoms are skipped (one fe structure)
-            _GRAPHS[key] = gnn.build_dataset(df.structure, df.target, model=_TEMPLATE, ids=df.index, skip_isolated=True)
+        _GRAPHS[key] = gnn.graphs_of(df, model=_TEMPLATE)  # warns of the one isolated-atom fe entry
     return _GRAPHS[key]
 
 

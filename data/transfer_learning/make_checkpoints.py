@@ -16,7 +16,6 @@ notebooks/06_transfer_learning.toml) as the notebook's full mode. Then run
 
 import json
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -28,17 +27,11 @@ SEED = 0
 S = lesson.settings("06_transfer_learning", "full")
 
 
-def graphs(prop: str, split: str, size: int) -> list:
-    df = data.load_transfer_learning(prop, split, size=size, trial=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the one fe structure with an isolated atom is named in the log below
-        return gnn.build_dataset(df.structure, df.target, ids=df.index, skip_isolated=True)
-
-
 def main() -> None:
     torch.set_num_threads(1)
     log = {}
-    sets = {p: graphs(p, split, size) for p, (split, size) in S.mpt_sets.items()}
+    sets = {p: gnn.graphs_of(data.load_transfer_learning(p, split, size=size, trial=1))  # warns of one fe entry
+            for p, (split, size) in S.mpt_sets.items()}
     for prop in S.pt_props:
         t0 = time.perf_counter()
         model, hist = gnn.pretrain(sets[prop], seed=SEED, epochs=S.pt_epochs, patience=S.pt_patience, progress=False)
