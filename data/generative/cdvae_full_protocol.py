@@ -17,6 +17,11 @@ reference fingerprints once (not yet timed end to end: the script has only been 
 ``--workers`` processes share the fingerprinting. Run from the repository root, at low priority:
 
     nice -n 10 python data/generative/cdvae_full_protocol.py --out build/cdvae_full [--n 10000] [--workers 2]
+        [--temperature 1.0] [--corrector 0.0]
+
+The sampler settings are those of ``CrystalDiffusion.sample`` (defaults: the model's own distribution);
+``--n 500 --chunk 500`` with other settings, each into its own ``--out``, is a quick sweep of them
+(COV-P, a fraction of the generated crystals, needs few samples; COV-R grows with their number).
 """
 
 import argparse
@@ -34,9 +39,10 @@ def chunk_path(out: Path, k: int) -> Path:
     return out / f"chunk_{k:03d}.json"
 
 
-def make_chunk(model, k: int, size: int, seed: int, workers: int, out: Path) -> None:
-    """Sample ``size`` crystals with seed ``seed + k``, fingerprint them and write chunk k atomically."""
-    samples = model.sample(n=size, seed=seed + k, progress=False)
+def make_chunk(model, k: int, size: int, seed: int, workers: int, out: Path, sampler: dict) -> None:
+    """Sample ``size`` crystals with seed ``seed + k`` and the ``sampler`` settings (temperature, corrector of
+    ``model.sample``), fingerprint them and write chunk k atomically."""
+    samples = model.sample(n=size, seed=seed + k, progress=False, **sampler)
     s_fps = metrics.structure_fingerprints(samples, workers, progress=False)
     c_fps = metrics.scale_composition_fingerprints([metrics.composition_fingerprint(s.composition) for s in samples])
     rows = [{"structure": s.as_dict(), "struct_valid": bool(metrics.structure_validity(s)),
@@ -44,7 +50,7 @@ def make_chunk(model, k: int, size: int, seed: int, workers: int, out: Path) -> 
              "struct_fp": None if f is None else f.tolist(), "comp_fp": c.tolist()}
             for s, f, c in zip(samples, s_fps, c_fps)]
     tmp = chunk_path(out, k).with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"chunk": k, "seed": seed + k, "rows": rows}))
+    tmp.write_text(json.dumps({"chunk": k, "seed": seed + k, "sampler": sampler, "rows": rows}))
     os.replace(tmp, chunk_path(out, k))  # whole or not at all
 
 
@@ -76,11 +82,14 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="processes for the CrystalNN fingerprints")
     ap.add_argument("--n-ref", type=int, default=None, help="test crystals (default: all 3,785)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="of model.sample: < 1 sharpens the atom types")
+    ap.add_argument("--corrector", type=float, default=0.0, help="of model.sample: Langevin corrector step (0: none)")
     args = ap.parse_args()
     if args.n < 1 or args.chunk < 1:
         raise SystemExit(f"--n and --chunk must be positive, not {args.n} and {args.chunk}")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    sampler = {"temperature": args.temperature, "corrector": args.corrector}
     model = generative.CrystalDiffusion.load(data.fetch("generative/perov5_diffusion.pt"))
     reference = list(data.load_cdvae("perov_5", "test", n=args.n_ref).structure)
     ref_fps = metrics.reference_fingerprints(reference, progress=True, workers=args.workers)
@@ -88,13 +97,15 @@ def main():
     rows = []
     for k, size in enumerate(sizes):
         if not chunk_path(args.out, k).is_file():
-            make_chunk(model, k, size, args.seed, args.workers, args.out)
+            make_chunk(model, k, size, args.seed, args.workers, args.out, sampler)
         done = json.loads(chunk_path(args.out, k).read_text())
-        if len(done["rows"]) != size or done["seed"] != args.seed + k:
-            raise SystemExit(f"{chunk_path(args.out, k)} holds {len(done['rows'])} crystals from seed {done['seed']}, "
-                             f"not {size} from seed {args.seed + k}: another run's chunk; use another --out")
+        made = done.get("sampler", {"temperature": 1.0, "corrector": 0.0})  # chunks written before the settings were
+        if len(done["rows"]) != size or done["seed"] != args.seed + k or made != sampler:
+            raise SystemExit(f"{chunk_path(args.out, k)} holds {len(done['rows'])} crystals from seed {done['seed']} "
+                             f"sampled with {made}, not {size} from seed {args.seed + k} with {sampler}: another run's "
+                             "chunk; use another --out")
         rows += done["rows"]
-        partial = score(rows, reference, ref_fps, args.n)
+        partial = score(rows, reference, ref_fps, args.n) | {"sampler": sampler}
         (args.out / "results_partial.json").write_text(json.dumps(partial, indent=1))
         print(f"chunk {k + 1}/{len(sizes)}: {len(rows)} crystals, " + ", ".join(
             f"{m} {partial[m]:.4f}" for m in ("struct_valid", "comp_valid", "cov_recall", "cov_precision") if m in partial))

@@ -8,7 +8,8 @@ and MAE over the PT -> FT pairs, over 5 random FT draws ("trials"). Here: PT on 
 properties with PT files), FT on the five with test sets (gv, ph, dc, pz, ebg): 10 pairs; the
 multi-property network (MPT: fe, bg, gv, ph, dc, pz, masked loss) fine-tuned on ebg, held out of it;
 and the four FT strategies on lesson 06's pair fe -> gv, strategy 4 as in the paper: only the two-body
-(atom-graph) or only the three-body (line-graph) interaction layers unfrozen.
+(atom-graph) or only the three-body (line-graph) interaction layers unfrozen; and the FT-size curve of that
+pair (scratch and PT -> FT at lesson 06's full-mode FT sizes).
 Settings are lesson 06's full mode (notebooks/06_transfer_learning.toml); the network is
 ``gnn.ALIGNN`` at its defaults (hidden 64, 2 ALIGNN + 2 edge-gated layers: smaller than the paper's).
 
@@ -51,6 +52,7 @@ MPT = dict(PT, epochs=S.mpt_epochs)
 MPT_HELD_OUT = "ebg"
 STRATEGY_PAIR = "fe->gv"  # lesson 06's pair for the four FT strategies ("all" is the pair-wise fit itself)
 STRATEGIES = ["new_head", "last_layer", "conv-2-body", "conv-3-body"]  # conv: the paper's strategy 4, two ways
+SIZES = [n for n in S.ft_sizes if n != S.ft_size]  # the FT-size curve of STRATEGY_PAIR (ft_size: the pair-wise fits)
 
 
 def tasks(trial: int) -> list[tuple[str, list[str]]]:
@@ -61,6 +63,9 @@ def tasks(trial: int) -> list[tuple[str, list[str]]]:
     out += [(f"t{trial}_mpt", [])]
     out += [(f"t{trial}_mpt->{MPT_HELD_OUT}", [f"t{trial}_mpt"])]
     out += [(f"t{trial}_{s}:{STRATEGY_PAIR}", [f"t{trial}_pt_{STRATEGY_PAIR.split('->')[0]}"]) for s in STRATEGIES]
+    pt, p = STRATEGY_PAIR.split("->")
+    out += [(f"t{trial}_size{n}_{what}", deps) for n in SIZES
+            for what, deps in ((f"scratch_{p}", []), (STRATEGY_PAIR, [f"t{trial}_pt_{pt}"]))]
     return out
 
 
@@ -68,12 +73,12 @@ _GRAPHS: dict = {}
 _TEMPLATE = gnn.ALIGNN()  # graphs are built for this network's cutoff and neighbours
 
 
-def graphs(prop: str, split: str, trial: int = 1, cap: int | None = None, seed: int = 0) -> list:
-    """ALIGNN graphs of one transfer-learning file, built once (only FT files differ by trial)."""
-    trial = trial if split == "ft" else 1
-    key = (prop, split, trial, cap, seed)
+def graphs(prop: str, split: str, trial: int = 1, cap: int | None = None, seed: int = 0, size: int = S.ft_size) -> list:
+    """ALIGNN graphs of one transfer-learning file, built once (only FT files differ by trial and size)."""
+    trial, size = (trial, size) if split == "ft" else (1, S.ft_size)
+    key = (prop, split, trial, cap, seed, size)
     if key not in _GRAPHS:
-        df = data.load_transfer_learning(prop, split, size=800, trial=trial)
+        df = data.load_transfer_learning(prop, split, size=size, trial=trial)
         if cap is not None and len(df) > cap:
             df = df.iloc[np.sort(np.random.default_rng(seed).choice(len(df), cap, replace=False))]
         _GRAPHS[key] = gnn.graphs_of(df, model=_TEMPLATE)  # warns of the one isolated-atom fe entry
@@ -89,6 +94,9 @@ def run(name: str, out: Path) -> dict:
     trial = int(name[1:name.index("_")])
     seed = trial - 1
     what = name[name.index("_") + 1:]
+    size = S.ft_size
+    if what.startswith("size"):  # a point of the FT-size curve: size<n>_<fit>
+        size, what = int(what[4:what.index("_")]), what[what.index("_") + 1:]
     t0 = time.perf_counter()
     ck = out / f"{name}.ckpt"  # the fit's state after every epoch: a stopped fit resumes from it
     if what.startswith("pt_"):
@@ -104,14 +112,14 @@ def run(name: str, out: Path) -> dict:
         res = {"n": sum(map(len, sets.values())), "tasks": model.tasks}
     elif what.startswith("scratch_"):
         p = what[8:]
-        model, h = gnn.train_from_scratch(graphs(p, "ft", trial), seed=seed, model_kwargs=ARCH, checkpoint=ck, **FT)
+        model, h = gnn.train_from_scratch(graphs(p, "ft", trial, size=size), seed=seed, model_kwargs=ARCH, checkpoint=ck, **FT)
         res = score(model, p)
     else:
         strategy, pair = what.split(":") if ":" in what else ("new_head" if what.startswith("mpt") else "all", what)
         pt, p = pair.split("->")
         pre = gnn.load_model(out / f"t{trial}_{pt if pt == 'mpt' else 'pt_' + pt}.pt")
         conv = strategy[len("conv-"):] if strategy.startswith("conv-") else None
-        model, h = gnn.fine_tune(pre, graphs(p, "ft", trial), "conv" if conv else strategy, conv_layers=conv,
+        model, h = gnn.fine_tune(pre, graphs(p, "ft", trial, size=size), "conv" if conv else strategy, conv_layers=conv,
                                  seed=seed, checkpoint=ck, **FT)
         res = score(model, p) | {"strategy": strategy,
                                  "trainable_parameters": sum(q.numel() for q in model.parameters() if q.requires_grad)}
@@ -173,7 +181,11 @@ def summary(out: Path, trials: list[int]) -> dict:
         if f"mpt->{MPT_HELD_OUT}" in r:
             avg["mpt_vs_scratch"] = metrics.transfer_gains(r[f"mpt->{MPT_HELD_OUT}"], r[f"scratch_{MPT_HELD_OUT}"])
         strategies = {"all": r.get(STRATEGY_PAIR)} | {s: r.get(f"{s}:{STRATEGY_PAIR}") for s in STRATEGIES}
+        pt, p = STRATEGY_PAIR.split("->")
+        curve = {n: {k: r[f"{prefix}{k}"]["r2"] for k in (f"scratch_{p}", STRATEGY_PAIR) if f"{prefix}{k}" in r}
+                 for n, prefix in [(n, f"size{n}_") for n in SIZES] + [(S.ft_size, "")]}
         per_trial[trial] = {"strategies": {s: m for s, m in strategies.items() if m is not None}, "fits": r,
+                            "size_curve_r2": {n: c for n, c in sorted(curve.items()) if c},
                             "gains": {f"{pt}->{p}": g for (pt, p), g in zip(pairs, gains)}, "average": avg}
     full = [t["average"] for t in per_trial.values() if t["average"].get("n_pairs") == len(PT_PROPS) * len(FT_PROPS)]
     over = {k: {"mean": float(np.mean([a[k] for a in full])), "std": float(np.std([a[k] for a in full])),
