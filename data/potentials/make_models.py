@@ -6,7 +6,7 @@ configurations of mlearn (Zuo et al., J. Phys. Chem. A 124, 731 (2020)), with
 :func:`mlcourse.potentials.train_mtp`. Also writes ``si_mtp.json``: the settings, the loss history, the
 wall time and the test errors on the 25 test configurations.
 
-Usage, from the repository root (17 minutes on one core of the 2-core box, 2026-12-01):
+Usage, from the repository root (38 minutes on one core of the 2-core box at level 14, 2026-12-02):
     nice -n 19 python data/potentials/make_models.py && python data/make_registry.py
 """
 
