@@ -22,9 +22,9 @@ taken over)::
     python data/transfer_learning/alignn_pairwise.py OUT --trials 1 --summary data/transfer_learning/alignn_pairwise.json
 
 Trial t reads the FT files ``<p>_trial<t>_800.json`` and seeds everything with t - 1. The pre-trained
-networks are saved in OUT (float32); ``--summary`` also copies trial 1's PT fe network, in float16, to
-``alignn_pt_fe.pt`` beside this script (lesson 06's fast mode fine-tunes it), then run
-``python data/make_registry.py``.
+networks are saved in OUT (float32); ``--summary`` also copies trial 1's PT fe network and its MPT, in
+float16, to ``alignn_pt_fe.pt`` (lesson 06's fast mode fine-tunes it) and ``alignn_mpt_no_ebg.pt`` beside
+this script, then run ``python data/make_registry.py``.
 """
 
 from __future__ import annotations
@@ -204,8 +204,9 @@ def main() -> None:
     if a.summary:
         s = summary(a.out, a.trials)
         a.summary.write_text(json.dumps(s, indent=1) + "\n")
-        if (a.out / "t1_pt_fe.pt").exists():
-            gnn.save_model(gnn.load_model(a.out / "t1_pt_fe.pt"), HERE / "alignn_pt_fe.pt", half=True)
+        for name, copy in [("t1_pt_fe.pt", "alignn_pt_fe.pt"), ("t1_mpt.pt", "alignn_mpt_no_ebg.pt")]:
+            if (a.out / name).exists():
+                gnn.save_model(gnn.load_model(a.out / name), HERE / copy, half=True)
         print(json.dumps({t: v["average"] for t, v in s["trials"].items()} | {"over_trials": s["over_trials"]}, indent=1))
         return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
