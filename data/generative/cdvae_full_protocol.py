@@ -13,7 +13,8 @@ fingerprints are cached by :func:`mlcourse.metrics.reference_fingerprints` (sha2
 Cost on one CPU core (2026-12-01, development box): sampling 0.056 CPU-s per crystal (measured,
 batches of 100), CrystalNN about 0.1 s per crystal (the estimate in :data:`mlcourse.metrics.STRUCTURES_PER_WORKER`),
 so roughly 10 min of sampling and 17 min of fingerprints per 10,000 crystals, plus about 6 min for the
-reference fingerprints once (not yet timed end to end: the script has only been run on a few crystals);
+reference fingerprints once; measured end to end: 40 min (2026-12-01, predictor only, beside other jobs)
+and 26 min (2026-12-02, ``--corrector 0.3``, which doubles the sampling cost, on a faster box), one worker;
 ``--workers`` processes share the fingerprinting. Run from the repository root, at low priority:
 
     nice -n 10 python data/generative/cdvae_full_protocol.py --out build/cdvae_full [--n 10000] [--workers 2]
