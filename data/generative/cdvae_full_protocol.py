@@ -36,6 +36,9 @@ import torch
 from mlcourse import data, generative, metrics
 
 
+SAMPLER = {"temperature": 1.0, "corrector": 0.0}  # model.sample's defaults: the model's own distribution
+
+
 def chunk_path(out: Path, k: int) -> Path:
     return out / f"chunk_{k:03d}.json"
 
@@ -83,8 +86,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="processes for the CrystalNN fingerprints")
     ap.add_argument("--n-ref", type=int, default=None, help="test crystals (default: all 3,785)")
-    ap.add_argument("--temperature", type=float, default=1.0, help="of model.sample: < 1 sharpens the atom types")
-    ap.add_argument("--corrector", type=float, default=0.0, help="of model.sample: Langevin corrector step (0: none)")
+    ap.add_argument("--temperature", type=float, default=SAMPLER["temperature"], help="of model.sample: < 1 sharpens the atom types")
+    ap.add_argument("--corrector", type=float, default=SAMPLER["corrector"], help="of model.sample: Langevin corrector step (0: none)")
     args = ap.parse_args()
     if args.n < 1 or args.chunk < 1:
         raise SystemExit(f"--n and --chunk must be positive, not {args.n} and {args.chunk}")
@@ -100,7 +103,7 @@ def main():
         if not chunk_path(args.out, k).is_file():
             make_chunk(model, k, size, args.seed, args.workers, args.out, sampler)
         done = json.loads(chunk_path(args.out, k).read_text())
-        made = done.get("sampler", {"temperature": 1.0, "corrector": 0.0})  # chunks written before the settings were
+        made = done.get("sampler", SAMPLER)  # chunks written before the settings were: the defaults
         if len(done["rows"]) != size or done["seed"] != args.seed + k or made != sampler:
             raise SystemExit(f"{chunk_path(args.out, k)} holds {len(done['rows'])} crystals from seed {done['seed']} "
                              f"sampled with {made}, not {size} from seed {args.seed + k} with {sampler}: another run's "

@@ -52,7 +52,13 @@ MPT = dict(PT, epochs=S.mpt_epochs)
 MPT_HELD_OUT = "ebg"
 STRATEGY_PAIR = "fe->gv"  # lesson 06's pair for the four FT strategies ("all" is the pair-wise fit itself)
 STRATEGIES = ["new_head", "last_layer", "conv-2-body", "conv-3-body"]  # conv: the paper's strategy 4, two ways
+STRATEGY_PT, STRATEGY_FT = STRATEGY_PAIR.split("->")
 SIZES = [n for n in S.ft_sizes if n != S.ft_size]  # the FT-size curve of STRATEGY_PAIR (ft_size: the pair-wise fits)
+
+
+def size_prefix(n: int) -> str:
+    """Name prefix of the FT-size curve's fits at FT size n ("" at ft_size: the pair-wise fits themselves)."""
+    return "" if n == S.ft_size else f"size{n}_"
 
 
 def tasks(trial: int) -> list[tuple[str, list[str]]]:
@@ -62,10 +68,9 @@ def tasks(trial: int) -> list[tuple[str, list[str]]]:
     out += [(f"t{trial}_{pt}->{p}", [f"t{trial}_pt_{pt}"]) for pt in PT_PROPS for p in FT_PROPS]
     out += [(f"t{trial}_mpt", [])]
     out += [(f"t{trial}_mpt->{MPT_HELD_OUT}", [f"t{trial}_mpt"])]
-    out += [(f"t{trial}_{s}:{STRATEGY_PAIR}", [f"t{trial}_pt_{STRATEGY_PAIR.split('->')[0]}"]) for s in STRATEGIES]
-    pt, p = STRATEGY_PAIR.split("->")
-    out += [(f"t{trial}_size{n}_{what}", deps) for n in SIZES
-            for what, deps in ((f"scratch_{p}", []), (STRATEGY_PAIR, [f"t{trial}_pt_{pt}"]))]
+    out += [(f"t{trial}_{s}:{STRATEGY_PAIR}", [f"t{trial}_pt_{STRATEGY_PT}"]) for s in STRATEGIES]
+    out += [(f"t{trial}_{size_prefix(n)}{what}", deps) for n in SIZES
+            for what, deps in ((f"scratch_{STRATEGY_FT}", []), (STRATEGY_PAIR, [f"t{trial}_pt_{STRATEGY_PT}"]))]
     return out
 
 
@@ -181,11 +186,10 @@ def summary(out: Path, trials: list[int]) -> dict:
         if f"mpt->{MPT_HELD_OUT}" in r:
             avg["mpt_vs_scratch"] = metrics.transfer_gains(r[f"mpt->{MPT_HELD_OUT}"], r[f"scratch_{MPT_HELD_OUT}"])
         strategies = {"all": r.get(STRATEGY_PAIR)} | {s: r.get(f"{s}:{STRATEGY_PAIR}") for s in STRATEGIES}
-        pt, p = STRATEGY_PAIR.split("->")
-        curve = {n: {k: r[f"{prefix}{k}"]["r2"] for k in (f"scratch_{p}", STRATEGY_PAIR) if f"{prefix}{k}" in r}
-                 for n, prefix in [(n, f"size{n}_") for n in SIZES] + [(S.ft_size, "")]}
+        curve = {n: {k: r[size_prefix(n) + k]["r2"] for k in (f"scratch_{STRATEGY_FT}", STRATEGY_PAIR) if size_prefix(n) + k in r}
+                 for n in sorted(S.ft_sizes)}
         per_trial[trial] = {"strategies": {s: m for s, m in strategies.items() if m is not None}, "fits": r,
-                            "size_curve_r2": {n: c for n, c in sorted(curve.items()) if c},
+                            "size_curve_r2": {n: c for n, c in curve.items() if c},
                             "gains": {f"{pt}->{p}": g for (pt, p), g in zip(pairs, gains)}, "average": avg}
     full = [t["average"] for t in per_trial.values() if t["average"].get("n_pairs") == len(PT_PROPS) * len(FT_PROPS)]
     over = {k: {"mean": float(np.mean([a[k] for a in full])), "std": float(np.std([a[k] for a in full])),
