@@ -299,3 +299,27 @@ def test_with_readout_takes_the_gaussian_centres_from_the_config_not_a_half_prec
     assert torch.equal(new.state_dict()["embedding.weight"], half.state_dict()["embedding.weight"])
     if arch == "alignn":
         assert torch.equal(new.angle_centers, exact.angle_centers)
+
+
+def test_the_pairwise_run_restores_from_its_registered_summary(tmp_path):
+    """A new machine refills the run folder from alignn_pairwise.json and its summary is the registered one; a
+    pre-training whose network an unfinished fit needs, with no registered copy, is left to be trained again."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "data" / "transfer_learning" / "alignn_pairwise.py"
+    spec = importlib.util.spec_from_file_location("alignn_pairwise", script)
+    ap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ap)
+    registered = json.loads((script.parent / "alignn_pairwise.json").read_text())
+    trials = [int(t) for t in registered["trials"]]
+    (tmp_path / "all").mkdir()
+    ap.restore(tmp_path / "all", script.parent / "alignn_pairwise.json")
+    assert json.loads(json.dumps(ap.summary(tmp_path / "all", trials))) == registered
+    assert (tmp_path / "all" / "t1_pt_fe.pt").exists()  # from the registered float16 copy
+    del registered["trials"]["1"]["fits"]["bg->dc"]  # an unfinished fit that starts from PT bg (no copy)
+    (tmp_path / "partial.json").write_text(json.dumps(registered))
+    (tmp_path / "partial").mkdir()
+    written = ap.restore(tmp_path / "partial", tmp_path / "partial.json")
+    assert "t1_pt_bg" not in written and "t1_bg->dc" not in written and "t1_pt_fe" in written

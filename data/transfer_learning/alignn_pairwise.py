@@ -21,6 +21,9 @@ taken over)::
     OMP_NUM_THREADS=1 python data/transfer_learning/alignn_pairwise.py OUT --trials 1   # one per core
     python data/transfer_learning/alignn_pairwise.py OUT --trials 1 --summary data/transfer_learning/alignn_pairwise.json
 
+On a new machine, ``--restore data/transfer_learning/alignn_pairwise.json`` first refills OUT with the registered
+fits (and the pre-trained networks that have a registered copy), so only what is missing is trained.
+
 Trial t reads the FT files ``<p>_trial<t>_800.json`` and seeds everything with t - 1. The pre-trained
 networks are saved in OUT (float32); ``--summary`` also copies trial 1's PT fe network and its MPT, in
 float16, to ``alignn_pt_fe.pt`` (lesson 06's fast mode fine-tunes it) and ``alignn_mpt_no_ebg.pt`` beside
@@ -198,17 +201,44 @@ def summary(out: Path, trials: list[int]) -> dict:
             "trials": per_trial, "over_trials": over}
 
 
+COPIES = {"t1_pt_fe.pt": "alignn_pt_fe.pt", "t1_mpt.pt": "alignn_mpt_no_ebg.pt"}  # run file -> registered float16 copy
+
+
+def restore(out: Path, registered: Path) -> list[str]:
+    """Refill a new run folder from a registered summary: every fit's result JSON, and the pre-trained networks
+    that have a registered copy (float16, read back as float32). A pre-training without a copy whose network
+    an unfinished fit still needs is left out, so that it is trained again first. Files already in ``out`` are
+    kept. Returns the names written."""
+    written = []
+    for trial, t in json.loads(registered.read_text())["trials"].items():
+        needed = {d for n, deps in tasks(int(trial)) if n[len(f"t{trial}_"):] not in t["fits"] for d in deps}
+        for fit, res in t["fits"].items():
+            name = f"t{trial}_{fit}"
+            model, copy = out / f"{name}.pt", HERE / COPIES.get(f"{name}.pt", "-")
+            if not model.exists() and copy.is_file():
+                gnn.save_model(gnn.load_model(copy), model, half=False)
+            if name in needed and not model.exists():
+                continue
+            if not (out / f"{name}.json").exists():
+                (out / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+                written.append(name)
+    return written
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--trials", type=int, nargs="+", default=[1])
     ap.add_argument("--summary", type=Path, help="write the summary JSON here instead of training")
+    ap.add_argument("--restore", type=Path, help="first refill OUT from this registered summary JSON (a new machine)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.restore:
+        print(f"restored {len(restore(a.out, a.restore))} fits from {a.restore}")
     if a.summary:
         s = summary(a.out, a.trials)
         a.summary.write_text(json.dumps(s, indent=1) + "\n")
-        for name, copy in [("t1_pt_fe.pt", "alignn_pt_fe.pt"), ("t1_mpt.pt", "alignn_mpt_no_ebg.pt")]:
+        for name, copy in COPIES.items():
             if (a.out / name).exists():
                 gnn.save_model(gnn.load_model(a.out / name), HERE / copy, half=True)
         print(json.dumps({t: v["average"] for t, v in s["trials"].items()} | {"over_trials": s["over_trials"]}, indent=1))
