@@ -27,7 +27,7 @@ fits (and the pre-trained networks that have a registered copy), so only what is
 Trial t reads the FT files ``<p>_trial<t>_800.json`` and seeds everything with t - 1. The pre-trained
 networks are saved in OUT (float32); ``--summary`` also copies trial 1's PT fe network and its MPT, in
 float16, to ``alignn_pt_fe.pt`` (lesson 06's fast mode fine-tunes it) and ``alignn_mpt_no_ebg.pt`` beside
-this script, then run ``python data/make_registry.py``.
+this script (and trial 2's PT fe to ``alignn_t2_pt_fe.pt``: ``COPIES``), then run ``python data/make_registry.py``.
 """
 
 from __future__ import annotations
@@ -201,7 +201,9 @@ def summary(out: Path, trials: list[int]) -> dict:
             "trials": per_trial, "over_trials": over}
 
 
-COPIES = {"t1_pt_fe.pt": "alignn_pt_fe.pt", "t1_mpt.pt": "alignn_mpt_no_ebg.pt"}  # run file -> registered float16 copy
+# run file -> registered float16 copy: lesson 06 fine-tunes trial 1's PT fe, lesson 07 is to start from its MPT;
+# trial 2's PT fe lets a new machine finish that trial's strategies and size curve without pre-training again
+COPIES = {"t1_pt_fe.pt": "alignn_pt_fe.pt", "t1_mpt.pt": "alignn_mpt_no_ebg.pt", "t2_pt_fe.pt": "alignn_t2_pt_fe.pt"}
 
 
 def restore(out: Path, registered: Path) -> list[str]:
