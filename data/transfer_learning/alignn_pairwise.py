@@ -216,9 +216,9 @@ def restore(out: Path, registered: Path) -> list[str]:
         needed = {d for n, deps in tasks(int(trial)) if n[len(f"t{trial}_"):] not in t["fits"] for d in deps}
         for fit, res in t["fits"].items():
             name = f"t{trial}_{fit}"
-            model, copy = out / f"{name}.pt", HERE / COPIES.get(f"{name}.pt", "-")
-            if not model.exists() and copy.is_file():
-                gnn.save_model(gnn.load_model(copy), model, half=False)
+            model, copy = out / f"{name}.pt", COPIES.get(f"{name}.pt")
+            if copy and not model.exists():
+                gnn.save_model(gnn.load_model(HERE / copy), model, half=False)
             if name in needed and not model.exists():
                 continue
             if not (out / f"{name}.json").exists():
