@@ -11,7 +11,9 @@ optionally ``validate()``, one number per epoch, lower is better (an error on he
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -128,3 +130,61 @@ def _load_checkpoint(path: str | Path, parts: dict, generator: torch.Generator |
         generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     return History(**state["history"]), state["best_state"]
+
+
+# --------------------------------------------------------------------------- long protocols: resumable tasks
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def claim(out: Path, name: str) -> bool:
+    """Take task ``name`` for this process (a lock file ``<name>.claim`` holding its pid); False when another
+    live process holds it. A claim of a dead process is taken over."""
+    lock = out / f"{name}.claim"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        if _alive(int(lock.read_text() or 0)):
+            return False
+        lock.unlink(missing_ok=True)  # its worker died: take it over
+        return claim(out, name)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def run_tasks(out: str | Path, todo: list[tuple[str, list[str]]], run: Callable[[str], dict],
+              poll_s: float = 20.0) -> None:
+    """Work through named tasks, each ``(name, names it needs)``, in order, until every one has its result.
+
+    A task's result is the dict ``run(name)`` returns, written to ``out/<name>.json``; a task with a result is
+    done, so a stopped protocol resumes where it stopped (a fit that checkpoints to ``out/<name>.ckpt`` resumes
+    within itself: the checkpoint is deleted with the result). Several processes can share ``out``: each
+    claims a task (:func:`claim`) and waits ``poll_s`` seconds when everything ready is claimed by another.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    while True:
+        done = {p.stem for p in out.glob("*.json")}
+        left = [(n, deps) for n, deps in todo if n not in done]
+        if not left:
+            return
+        ready = [n for n, deps in left if all(d in done for d in deps)]
+        for name in ready:
+            if claim(out, name):
+                res = run(name)
+                tmp = out / f"{name}.json.tmp"
+                tmp.write_text(json.dumps(res, indent=1) + "\n")
+                tmp.replace(out / f"{name}.json")
+                (out / f"{name}.ckpt").unlink(missing_ok=True)
+                (out / f"{name}.claim").unlink(missing_ok=True)
+                print(name, {k: v for k, v in res.items() if k in ("r2", "mae", "epochs", "seconds")}, flush=True)
+                break
+        else:
+            time.sleep(poll_s)  # everything ready is claimed by another worker: wait for its result

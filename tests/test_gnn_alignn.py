@@ -323,3 +323,34 @@ def test_the_pairwise_run_restores_from_its_registered_summary(tmp_path):
     (tmp_path / "partial").mkdir()
     written = ap.restore(tmp_path / "partial", tmp_path / "partial.json")
     assert "t1_pt_bg" not in written and "t1_bg->dc" not in written and "t1_pt_fe" in written
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_the_band_script_trains_every_design_and_chooses_on_validation_only(tmp_path, monkeypatch, capsys):
+    """data/migration_barriers/alignn_band.py on a tiny setting: every design finishes, the summary scores the
+    mean of all designs too and chooses the lowest validation MAE, and a folder holding another setup is refused."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "data" / "migration_barriers" / "alignn_band.py"
+    spec = importlib.util.spec_from_file_location("alignn_band", script)
+    ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ab)
+    tiny = ["--max-atoms", "50", "--n-train", "12", "--epochs", "1"]
+    monkeypatch.setattr(sys, "argv", ["alignn_band.py", str(tmp_path / "run"), *tiny])
+    ab.main()
+    monkeypatch.setattr(ab, "HERE", tmp_path)  # the chosen network's copy goes here, not beside the script
+    monkeypatch.setattr(sys, "argv", ["alignn_band.py", str(tmp_path / "run"), *tiny, "--summary", str(tmp_path / "s.json")])
+    ab.main()
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert set(s["designs"]) == set(ab.DESIGNS) | {ab.ENSEMBLE}
+    assert s["chosen"] == min(s["designs"], key=lambda d: s["designs"][d]["val_mae"])
+    assert all(len(p) == 60 for p in s["predictions"].values())  # every test pathway, for every design
+    assert s["setup"]["n_fit"] + s["setup"]["n_val"] == 12
+    assert (tmp_path / "alignn_band.pt").exists() == (s["chosen"] in ab.DESIGNS)
+    monkeypatch.setattr(sys, "argv", ["alignn_band.py", str(tmp_path / "run"), "--epochs", "2"])
+    with pytest.raises(SystemExit, match="holds a run with"):
+        ab.main()

@@ -112,3 +112,30 @@ def test_an_empty_training_set_raises():
     with pytest.raises(ValueError, match="no training batches"):
         training.train(model, torch.optim.SGD(model.parameters(), lr=0.1), lambda: [], None, 3, progress=False)
     assert math.isnan(training.History().seconds_per_epoch)
+
+
+def test_run_tasks_respects_dependencies_resumes_and_takes_over_a_dead_claim(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    ran = []
+
+    def run(name):
+        ran.append(name)
+        if name == "b":  # b needs a's result, so a is done when b runs
+            assert (tmp_path / "a.json").exists()
+        return {"value": len(ran)}
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "b.claim").write_text(dead.stdout.strip())  # a worker that died while it held b
+    (tmp_path / "c.json").write_text(json.dumps({"value": 0}))  # c finished in an earlier run
+    todo = [("b", ["a"]), ("a", []), ("c", [])]
+    training.run_tasks(tmp_path, todo, run, poll_s=0.01)
+    assert ran == ["a", "b"]  # c was not run again; b waited for a although listed first
+    assert json.loads((tmp_path / "b.json").read_text()) == {"value": 2}
+    assert not list(tmp_path.glob("*.claim")) and not list(tmp_path.glob("*.tmp"))
+    training.run_tasks(tmp_path, todo, run, poll_s=0.01)  # everything done: nothing runs
+    assert ran == ["a", "b"]
+    assert training.claim(tmp_path, "x")  # a fresh claim succeeds ...
+    assert not training.claim(tmp_path, "x")  # ... and a live process's claim is not taken twice

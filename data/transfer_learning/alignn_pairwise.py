@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlcourse import data, gnn, lesson, metrics
+from mlcourse import data, gnn, lesson, metrics, training
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,46 +135,8 @@ def run(name: str, out: Path) -> dict:
                   "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
-
-def claim(out: Path, name: str) -> bool:
-    lock = out / f"{name}.claim"
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        if _alive(int(lock.read_text() or 0)):
-            return False
-        lock.unlink(missing_ok=True)  # its worker died: take it over
-        return claim(out, name)
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True
-
-
 def work(out: Path, trials: list[int]) -> None:
-    todo = [t for trial in trials for t in tasks(trial)]
-    while True:
-        done = {p.stem for p in out.glob("*.json")}
-        left = [(n, deps) for n, deps in todo if n not in done]
-        if not left:
-            return
-        ready = [n for n, deps in left if all(d in done for d in deps)]
-        for name in ready:
-            if claim(out, name):
-                res = run(name, out)
-                (out / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
-                (out / f"{name}.ckpt").unlink(missing_ok=True)
-                (out / f"{name}.claim").unlink(missing_ok=True)
-                print(name, {k: v for k, v in res.items() if k in ("r2", "mae", "epochs", "seconds")}, flush=True)
-                break
-        else:
-            time.sleep(20)  # everything ready is claimed by another worker: wait for its result
+    training.run_tasks(out, [t for trial in trials for t in tasks(trial)], lambda name: run(name, out))
 
 
 def summary(out: Path, trials: list[int]) -> dict:
