@@ -6,8 +6,8 @@ its hop, ``data.load_migration_barriers``); R² 0.703, MAE 0.261 eV on the 60 te
 starting networks are issue 16's registered ALIGNNs (``gnn.ALIGNN`` at its defaults: hidden 64, 2 ALIGNN
 + 2 edge-gated layers, smaller than the paper's 256 and 4 + 4), trained by
 ``data/transfer_learning/alignn_pairwise.py``: its trial-1 MPT (fe, bg, gv, ph, dc, pz; ``alignn_mpt_no_ebg.pt``)
-and its trial-1 PT fe (``alignn_pt_fe.pt``). The designs, as lesson 07's CGCNN ones: from scratch, PT(fe),
-MPT (MODEL-3's design), MPT with attention pooling; every layer trainable (a new head), lesson 07's
+and its trial-1 PT fe (``alignn_pt_fe.pt``). The designs, as lesson 07's CGCNN ones, in the order they are trained:
+MPT (MODEL-3's design), from scratch, MPT with attention pooling, PT(fe); every layer trainable (a new head), lesson 07's
 full-mode settings (notebooks/07_migration_barriers.toml: epochs, band batch; AdamW lr 1e-3, patience 25 as
 the notebook), validation = 10 % of the training HOSTS (all their pathways), the split lesson 07 uses. The
 model is chosen on that validation split only: the design with the lowest validation MAE, or the mean of
@@ -45,11 +45,11 @@ S = lesson.settings("07_migration_barriers", "full")
 SEED = 0  # lesson 07's seed (lesson.start's default)
 PATIENCE = 25  # as lesson 07's networks
 STARTS = {"pt_fe": "transfer_learning/alignn_pt_fe.pt", "mpt": "transfer_learning/alignn_mpt_no_ebg.pt"}
-DESIGNS = {  # name: (starting network: None = from scratch, or a key of STARTS; readout)
-    "band, from scratch": (None, "mean"),
-    "band, PT(fe)": ("pt_fe", "mean"),
+DESIGNS = {  # name: (starting network: None = from scratch, or a key of STARTS; readout); workers take them in order
     "band, MPT (MODEL-3 design)": ("mpt", "mean"),
+    "band, from scratch": (None, "mean"),
     "band + attention, MPT": ("mpt", "attention"),
+    "band, PT(fe)": ("pt_fe", "mean"),
 }
 ENSEMBLE = "mean of all designs"
 UNPLACEABLE = "LiRuO2_1"  # its middle image sits on a Ru atom: no crystal graph (lesson 07 leaves it out too)
