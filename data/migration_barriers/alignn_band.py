@@ -21,8 +21,9 @@ resumes within a fit, and two workers (one per core) can share OUT::
     OMP_NUM_THREADS=1 python data/migration_barriers/alignn_band.py OUT            # one per core
     python data/migration_barriers/alignn_band.py OUT --summary data/migration_barriers/alignn_band.json
 
-``--summary`` also writes the chosen network (if one design) in float16 beside this script
-(``alignn_band.pt``); then run ``python data/make_registry.py``. ``--max-atoms`` and ``--n-train`` shrink the
+``--summary`` (also of a run still going: the designs finished so far; the choice once all are) also writes
+the MODEL-3 design's network in float16 beside this script (``alignn_band_model3.pt``: lesson 07's fast mode
+evaluates it); then run ``python data/make_registry.py``. ``--max-atoms`` and ``--n-train`` shrink the
 training set and ``--epochs`` the budget for a trial run of the script (the result records them).
 """
 
@@ -45,8 +46,9 @@ S = lesson.settings("07_migration_barriers", "full")
 SEED = 0  # lesson 07's seed (lesson.start's default)
 PATIENCE = 25  # as lesson 07's networks
 STARTS = {"pt_fe": "transfer_learning/alignn_pt_fe.pt", "mpt": "transfer_learning/alignn_mpt_no_ebg.pt"}
+MODEL3 = "band, MPT (MODEL-3 design)"
 DESIGNS = {  # name: (starting network: None = from scratch, or a key of STARTS; readout); workers take them in order
-    "band, MPT (MODEL-3 design)": ("mpt", "mean"),
+    MODEL3: ("mpt", "mean"),
     "band, from scratch": (None, "mean"),
     "band + attention, MPT": ("mpt", "attention"),
     "band, PT(fe)": ("pt_fe", "mean"),
@@ -145,8 +147,8 @@ def main() -> None:
     if a.summary:
         s = summary(a.out, frames, setup | {"n_fit": len(frames["fit"]), "n_val": len(frames["val"])})
         a.summary.write_text(json.dumps(s, indent=1) + "\n")
-        if s["chosen"] in DESIGNS:
-            gnn.save_model(gnn.load_model(a.out / f"{task_name(s['chosen'])}.pt"), HERE / "alignn_band.pt", half=True)
+        if MODEL3 in s["designs"]:  # the paper's design, for lesson 07's fast mode to evaluate
+            gnn.save_model(gnn.load_model(a.out / f"{task_name(MODEL3)}.pt"), HERE / "alignn_band_model3.pt", half=True)
         print(json.dumps({d: {k: round(v, 3) for k, v in r.items()} for d, r in s["designs"].items()}, indent=1),
               "\nchosen on validation:", s["chosen"])
         return
