@@ -348,10 +348,19 @@ def test_the_band_script_trains_every_design_and_chooses_on_validation_only(tmp_
     s = json.loads((tmp_path / "s.json").read_text())
     assert set(s["designs"]) == set(ab.DESIGNS) | {ab.ENSEMBLE}
     assert s["chosen"] == min(s["designs"], key=lambda d: s["designs"][d]["val_mae"])
-    assert all(len(p) == 60 for p in s["predictions"].values())  # every test pathway, for every design
+    assert all(len(r["test_pred"]) == 60 for r in s["runs"].values())  # every test pathway, for every design
     assert s["setup"]["n_fit"] + s["setup"]["n_val"] == 12
     model3 = gnn.load_model(tmp_path / "alignn_band_model3.pt")  # float16 copy of the paper's design
     assert model3.pooling.name == "mean" and model3.config["n_tasks"] == 1
     monkeypatch.setattr(sys, "argv", ["alignn_band.py", str(tmp_path / "run"), "--epochs", "2"])
     with pytest.raises(SystemExit, match="holds a run with"):
         ab.main()
+    # a new machine: the registered summary refills the run folder, the summary comes out the same, no fit runs
+    monkeypatch.setattr(ab, "run", lambda *args: pytest.fail("a restored design was trained again"))
+    monkeypatch.setattr(sys, "argv", ["alignn_band.py", str(tmp_path / "new"), *tiny, "--restore", str(tmp_path / "s.json")])
+    ab.main()
+    monkeypatch.setattr(sys, "argv", ["alignn_band.py", str(tmp_path / "new"), *tiny, "--summary", str(tmp_path / "s2.json")])
+    ab.main()
+    assert json.loads((tmp_path / "s2.json").read_text()) == s
+    with pytest.raises(SystemExit, match="is a run with"):
+        ab.restore(tmp_path / "other", tmp_path / "s.json", s["setup"] | {"epochs": 2})

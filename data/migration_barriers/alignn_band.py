@@ -21,6 +21,9 @@ resumes within a fit, and two workers (one per core) can share OUT::
     OMP_NUM_THREADS=1 python data/migration_barriers/alignn_band.py OUT            # one per core
     python data/migration_barriers/alignn_band.py OUT --summary data/migration_barriers/alignn_band.json
 
+On a new machine, ``--restore data/migration_barriers/alignn_band.json`` first refills OUT with the registered
+designs, so only the missing ones are trained.
+
 ``--summary`` (also of a run still going: the designs finished so far; the choice once all are) also writes
 the MODEL-3 design's network in float16 beside this script (``alignn_band_model3.pt``: lesson 07's fast mode
 evaluates it); then run ``python data/make_registry.py``. ``--max-atoms`` and ``--n-train`` shrink the
@@ -125,7 +128,24 @@ def summary(out: Path, frames: dict, setup: dict) -> dict:
     return {"setup": setup, "network": gnn.ALIGNN().config, "starts": STARTS, "designs": rows, "chosen": chosen,
             "published": {"model": "MODEL-3 (MPT ALIGNN on the band)", "r2": 0.703, "mae": 0.261,
                           "source": "Devi, Butler, Sai Gautam, arXiv:2508.06436 (abstract)"},
-            "predictions": {d: r["test_pred"] for d, r in res.items()}}
+            "runs": res}
+
+
+def restore(out: Path, registered: Path, setup: dict) -> list[str]:
+    """Refill a new run folder from a registered summary of the same setup: every finished design's result
+    (and the MODEL-3 design's network from its float16 copy), so only the designs still missing are trained.
+    Files already in ``out`` are kept. Returns the designs written."""
+    reg = json.loads(registered.read_text())
+    if {k: v for k, v in reg["setup"].items() if k in setup} != setup:
+        raise SystemExit(f"{registered} is a run with {reg['setup']}, not {setup}")
+    written = []
+    for d, r in reg["runs"].items():
+        if not (out / f"{task_name(d)}.json").exists():
+            (out / f"{task_name(d)}.json").write_text(json.dumps(r, indent=1) + "\n")
+            written.append(d)
+    if MODEL3 in reg["runs"] and not (out / f"{task_name(MODEL3)}.pt").exists():
+        gnn.save_model(gnn.load_model(HERE / "alignn_band_model3.pt"), out / f"{task_name(MODEL3)}.pt", half=False)
+    return written
 
 
 def main() -> None:
@@ -135,6 +155,7 @@ def main() -> None:
     ap.add_argument("--max-atoms", type=int, help="train only on bands of at most this many atoms (a trial run)")
     ap.add_argument("--n-train", type=int, help="train on this many pathways at most (a trial run)")
     ap.add_argument("--epochs", type=int, default=S.gnn_epochs)
+    ap.add_argument("--restore", type=Path, help="first refill OUT from this registered summary JSON (a new machine)")
     a = ap.parse_args()
     setup = {"max_atoms": a.max_atoms, "n_train": a.n_train, "epochs": a.epochs, "batch": S.gnn_batch["band"],
              "lr": 1e-3, "patience": PATIENCE, "seed": SEED}
@@ -143,6 +164,8 @@ def main() -> None:
     if recorded.exists() and json.loads(recorded.read_text()) != setup:
         raise SystemExit(f"{a.out} holds a run with {recorded.read_text().strip()}, not {setup}: use another folder")
     recorded.write_text(json.dumps(setup) + "\n")
+    if a.restore:
+        print(f"restored {restore(a.out, a.restore, setup)} from {a.restore}")
     frames = sets(a.max_atoms, a.n_train)
     if a.summary:
         s = summary(a.out, frames, setup | {"n_fit": len(frames["fit"]), "n_val": len(frames["val"])})
