@@ -364,3 +364,13 @@ def test_the_band_script_trains_every_design_and_chooses_on_validation_only(tmp_
     assert json.loads((tmp_path / "s2.json").read_text()) == s
     with pytest.raises(SystemExit, match="is a run with"):
         ab.restore(tmp_path / "other", tmp_path / "s.json", s["setup"] | {"epochs": 2})
+    assert not list((tmp_path / ab.UNFINISHED).glob("*.ckpt"))  # every design finished: no checkpoint kept
+    # a design still training when the summary was taken: its kept checkpoint goes to the new machine's folder
+    unfinished = ab.task_name(ab.MODEL3)
+    del s["runs"][ab.MODEL3]
+    (tmp_path / "partial.json").write_text(json.dumps(s))
+    (tmp_path / ab.UNFINISHED).mkdir(exist_ok=True)
+    (tmp_path / ab.UNFINISHED / f"{unfinished}.ckpt").write_bytes(b"state")
+    (tmp_path / "third").mkdir()
+    assert ab.MODEL3 not in ab.restore(tmp_path / "third", tmp_path / "partial.json", {"epochs": 1})
+    assert (tmp_path / "third" / f"{unfinished}.ckpt").read_bytes() == b"state"

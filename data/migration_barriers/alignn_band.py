@@ -26,7 +26,8 @@ designs, so only the missing ones are trained.
 
 ``--summary`` (also of a run still going: the designs finished so far; the choice once all are) also writes
 the MODEL-3 design's network in float16 beside this script (``alignn_band_model3.pt``: lesson 07's fast mode
-evaluates it); then run ``python data/make_registry.py``. ``--max-atoms`` and ``--n-train`` shrink the
+evaluates it) and copies the checkpoints of designs still training to ``alignn_band_run/`` (commit them:
+``--restore`` resumes them on a new machine); then run ``python data/make_registry.py``. ``--max-atoms`` and ``--n-train`` shrink the
 training set and ``--epochs`` the budget for a trial run of the script (the result records them).
 """
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -57,6 +59,7 @@ DESIGNS = {  # name: (starting network: None = from scratch, or a key of STARTS;
     "band, PT(fe)": ("pt_fe", "mean"),
 }
 ENSEMBLE = "mean of all designs"
+UNFINISHED = "alignn_band_run"  # beside this script: checkpoints of designs a stopped run was still training
 UNPLACEABLE = "LiRuO2_1"  # its middle image sits on a Ru atom: no crystal graph (lesson 07 leaves it out too)
 
 
@@ -145,7 +148,25 @@ def restore(out: Path, registered: Path, setup: dict) -> list[str]:
             written.append(d)
     if MODEL3 in reg["runs"] and not (out / f"{task_name(MODEL3)}.pt").exists():
         gnn.save_model(gnn.load_model(HERE / "alignn_band_model3.pt"), out / f"{task_name(MODEL3)}.pt", half=False)
+    for ck in sorted((HERE / UNFINISHED).glob("*.ckpt")):  # designs that were still training: resume them
+        if not (out / ck.name).exists() and not (out / f"{ck.stem}.json").exists():
+            shutil.copy(ck, out / ck.name)
     return written
+
+
+def keep_unfinished(out: Path) -> list[str]:
+    """Copy the checkpoints of the designs still training in ``out`` to UNFINISHED beside this script (and delete
+    those of designs now finished), so a new machine resumes them (``--restore``). Returns the names kept."""
+    kept = HERE / UNFINISHED
+    for ck in kept.glob("*.ckpt"):
+        if (out / f"{ck.stem}.json").exists():
+            ck.unlink()
+    names = []
+    for ck in sorted(out.glob("*.ckpt")):
+        kept.mkdir(exist_ok=True)
+        shutil.copy(ck, kept / ck.name)
+        names.append(ck.stem)
+    return names
 
 
 def main() -> None:
@@ -170,6 +191,7 @@ def main() -> None:
     if a.summary:
         s = summary(a.out, frames, setup | {"n_fit": len(frames["fit"]), "n_val": len(frames["val"])})
         a.summary.write_text(json.dumps(s, indent=1) + "\n")
+        print("checkpoints kept for a new machine:", keep_unfinished(a.out))
         if MODEL3 in s["designs"]:  # the paper's design, for lesson 07's fast mode to evaluate
             gnn.save_model(gnn.load_model(a.out / f"{task_name(MODEL3)}.pt"), HERE / "alignn_band_model3.pt", half=True)
         print(json.dumps({d: {k: round(v, 3) for k, v in r.items()} for d, r in s["designs"].items()}, indent=1),
