@@ -342,7 +342,7 @@ def test_the_band_script_trains_every_design_and_chooses_on_validation_only(tmp_
     tiny = ["--max-atoms", "50", "--n-train", "12", "--epochs", "1"]
     monkeypatch.setattr(sys, "argv", ["alignn_band.py", str(tmp_path / "run"), *tiny])
     ab.main()
-    monkeypatch.setattr(ab, "HERE", tmp_path)  # the chosen network's copy goes here, not beside the script
+    monkeypatch.setattr(ab, "HERE", tmp_path)  # the MODEL-3 copy and kept checkpoints go here, not beside the script
     monkeypatch.setattr(sys, "argv", ["alignn_band.py", str(tmp_path / "run"), *tiny, "--summary", str(tmp_path / "s.json")])
     ab.main()
     s = json.loads((tmp_path / "s.json").read_text())

@@ -50,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 S = lesson.settings("07_migration_barriers", "full")
 SEED = 0  # lesson 07's seed (lesson.start's default)
 PATIENCE = 25  # as lesson 07's networks
+LR = 1e-3  # AdamW, as lesson 07's networks (gnn.fit's default)
 STARTS = {"pt_fe": "transfer_learning/alignn_pt_fe.pt", "mpt": "transfer_learning/alignn_mpt_no_ebg.pt"}
 MODEL3 = "band, MPT (MODEL-3 design)"
 DESIGNS = {  # name: (starting network: None = from scratch, or a key of STARTS; readout); workers take them in order
@@ -93,17 +94,17 @@ def graphs(frames: dict, split: str) -> list:
 def start_network(design: str) -> gnn.GraphNet:
     """The network a design fine-tunes: a registered ALIGNN with a new readout and head, or a new one."""
     start, readout = DESIGNS[design]
-    mpt = gnn.load_model(data.fetch(STARTS["mpt"]))
+    pretrained = gnn.load_model(data.fetch(STARTS[start or "mpt"]))
     if start is None:  # the MPT's architecture, fresh weights
-        arch = {k: v for k, v in mpt.config.items() if k not in ("n_tasks", "tasks", "readout")}
+        arch = {k: v for k, v in pretrained.config.items() if k not in ("n_tasks", "tasks", "readout")}
         return gnn.seeded_model(SEED, "alignn", **arch, readout=readout)
-    return gnn.with_readout(gnn.load_model(data.fetch(STARTS[start])), readout, seed=SEED)
+    return gnn.with_readout(pretrained, readout, seed=SEED)
 
 
 def run(design: str, out: Path, frames: dict, epochs: int) -> dict:
     t0 = time.perf_counter()
     model = gnn.prepare_fine_tune(start_network(design), "all", seed=SEED)
-    h = gnn.fit(model, graphs(frames, "fit"), graphs(frames, "val"), epochs=epochs, lr=1e-3,
+    h = gnn.fit(model, graphs(frames, "fit"), graphs(frames, "val"), epochs=epochs, lr=LR,
                 batch_size=S.gnn_batch["band"], patience=PATIENCE, seed=SEED, progress=False,
                 checkpoint=out / f"{task_name(design)}.ckpt")
     gnn.save_model(model, out / f"{task_name(design)}.pt", half=False)
@@ -179,7 +180,7 @@ def main() -> None:
     ap.add_argument("--restore", type=Path, help="first refill OUT from this registered summary JSON (a new machine)")
     a = ap.parse_args()
     setup = {"max_atoms": a.max_atoms, "n_train": a.n_train, "epochs": a.epochs, "batch": S.gnn_batch["band"],
-             "lr": 1e-3, "patience": PATIENCE, "seed": SEED}
+             "lr": LR, "patience": PATIENCE, "seed": SEED}
     a.out.mkdir(parents=True, exist_ok=True)
     recorded = a.out / "setup.txt"  # a run folder holds one setup: a resumed run must not mix two
     if recorded.exists() and json.loads(recorded.read_text()) != setup:
@@ -198,8 +199,8 @@ def main() -> None:
               "\nchosen on validation:", s["chosen"])
         return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    training.run_tasks(a.out, [(task_name(d), []) for d in DESIGNS], lambda name: run(
-        next(d for d in DESIGNS if task_name(d) == name), a.out, frames, a.epochs))
+    by_task = {task_name(d): d for d in DESIGNS}
+    training.run_tasks(a.out, [(name, []) for name in by_task], lambda name: run(by_task[name], a.out, frames, a.epochs))
 
 
 if __name__ == "__main__":
