@@ -222,6 +222,28 @@ def test_fit_resumes_from_its_checkpoint(graphs, tmp_path):
     assert np.array_equal(gnn.predict(m2, graphs), gnn.predict(m1, graphs))
 
 
+def test_a_network_built_under_float64_trains_in_float64_on_the_float32_graphs(graphs):
+    """Lesson 05 trains in float64 so that its fit does not depend on the CPU (its toml's torch note): the
+    weights, the forward pass and the predictions stay float64, and the thread count changes nothing."""
+    kw = dict(epochs=8, lr=5e-3, batch_size=8, patience=40, progress=False, model_kwargs={"hidden": 16, "fc_hidden": 16})
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        m1, _ = gnn.train_from_scratch(graphs, **kw)
+        torch.set_num_threads(2)
+        m2, _ = gnn.train_from_scratch(graphs, **kw)
+    finally:
+        torch.set_num_threads(1)
+        torch.set_default_dtype(previous)
+    assert graphs[0].edge_dist.dtype == torch.float32
+    assert all(p.dtype == torch.float64 for p in m1.parameters())
+    with torch.no_grad():
+        assert m1(Batch.from_data_list(graphs)).dtype == torch.float64
+    p1, p2 = gnn.predict(m1, graphs), gnn.predict(m2, graphs)
+    assert not np.array_equal(p1, p1.astype(np.float32).astype(float))  # not rounded to float32 on the way
+    np.testing.assert_allclose(p2, p1, rtol=1e-12, atol=0)
+
+
 def test_half_precision_checkpoint_is_small_and_close(graphs, tmp_path):
     m = gnn.CGCNN()
     gnn.save_model(m, tmp_path / "f.pt")
